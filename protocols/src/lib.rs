@@ -1,0 +1,17 @@
+//! Pure protocol logic of x0tta6bl4.
+//!
+//! Everything in this crate is sans-IO: state machines take inputs (a message, the current
+//! [`Millis`]) and return outputs; they never sleep, read sockets, read the wall clock or draw
+//! unseeded randomness. That is what lets the same code run under libp2p, in the simulator
+//! and in unit tests, and what makes a simulator run replayable from its seed.
+
+pub mod discovery;
+pub mod envelope;
+pub mod id;
+pub mod identity;
+pub mod time;
+
+pub use envelope::{Envelope, EnvelopeError, Kind};
+pub use id::{NodeId, NodeIdError};
+pub use identity::{Identity, IdentityError};
+pub use time::Millis;
