@@ -1,0 +1,104 @@
+//! x0tta6bl4's actors: one ractor actor per subsystem under a [`NodeSupervisor`].
+//!
+//! Actors are thin: they hold a sans-IO protocol from `x0-protocols`, feed it messages and
+//! timer ticks on tokio time, and hand its outputs to the [`NetworkPort`]. They never
+//! import a transport; the node (libp2p) and the simulator (virtual links) plug in below.
+
+pub mod clock;
+pub mod discovery;
+pub mod port;
+pub mod supervisor;
+
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+use tokio::task::JoinHandle;
+use x0_protocols::NodeId;
+
+pub use discovery::NeighborInfo;
+pub use port::{Inbound, NetworkPort, PortError, Topic};
+pub use supervisor::{NodeArgs, NodeMsg, NodeSettings, NodeStatus, NodeSupervisor, Subsystem};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActorError {
+    #[error("could not start the node's actors: {0}")]
+    Spawn(String),
+    #[error("the node's actors are not running")]
+    Down,
+    #[error("the node did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// How long a query to a running node's actors may take before we call it hung.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running actor tree: the handle that the node, the simulator and tests hold.
+pub struct NodeHandle {
+    id: NodeId,
+    supervisor: ActorRef<NodeMsg>,
+    join: JoinHandle<()>,
+}
+
+impl NodeHandle {
+    pub async fn spawn(args: NodeArgs) -> Result<NodeHandle, ActorError> {
+        let id = args.identity.id();
+        // No actor name: ractor's registry is process-global, and a simulator runs
+        // thousands of nodes in one process.
+        let (supervisor, join) = Actor::spawn(None, NodeSupervisor, args)
+            .await
+            .map_err(|e| ActorError::Spawn(e.to_string()))?;
+        Ok(NodeHandle {
+            id,
+            supervisor,
+            join,
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Hands an envelope from the network to the node. Never blocks.
+    pub fn deliver(&self, inbound: Inbound) {
+        if self.supervisor.cast(NodeMsg::Inbound(inbound)).is_err() {
+            metrics::counter!("x0_node_inbound_dropped_total", "reason" => "node_down")
+                .increment(1);
+        }
+    }
+
+    pub async fn neighbors(&self) -> Result<Vec<NeighborInfo>, ActorError> {
+        self.query(NodeMsg::Neighbors).await
+    }
+
+    pub async fn status(&self) -> Result<NodeStatus, ActorError> {
+        self.query(NodeMsg::Status).await
+    }
+
+    /// Fault injection: makes a subsystem actor panic, as a bug would.
+    pub fn crash(&self, subsystem: Subsystem, reason: impl Into<String>) {
+        let _ = self
+            .supervisor
+            .cast(NodeMsg::Crash(subsystem, reason.into()));
+    }
+
+    pub fn is_running(&self) -> bool {
+        !self.join.is_finished()
+    }
+
+    /// Stops every actor of the node and waits until they are gone.
+    pub async fn shutdown(self) {
+        self.supervisor.stop(None);
+        let _ = self.join.await;
+    }
+
+    async fn query<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(ractor::RpcReplyPort<T>) -> NodeMsg,
+    ) -> Result<T, ActorError> {
+        match self.supervisor.call(make, Some(QUERY_TIMEOUT)).await {
+            Ok(ractor::rpc::CallResult::Success(v)) => Ok(v),
+            Ok(ractor::rpc::CallResult::Timeout) => Err(ActorError::Timeout(QUERY_TIMEOUT)),
+            Ok(ractor::rpc::CallResult::SenderError) | Err(_) => Err(ActorError::Down),
+        }
+    }
+}
