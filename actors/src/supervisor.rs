@@ -272,7 +272,8 @@ impl NodeState {
     fn note_restart(&mut self, subsystem: Subsystem, why: &str) -> Result<(), ActorProcessingErr> {
         let now = self.clock.now().0;
         let window = self.args.settings.restart_window_ms;
-        self.recent_restarts.retain(|t| now.saturating_sub(*t) < window);
+        self.recent_restarts
+            .retain(|t| now.saturating_sub(*t) < window);
         self.recent_restarts.push(now);
         if self.recent_restarts.len() > self.args.settings.max_restarts as usize {
             return Err(format!(
@@ -283,9 +284,12 @@ impl NodeState {
             .into());
         }
         self.restarts += 1;
-        metrics::counter!("x0_node_actor_restarts_total", "actor" => subsystem.name())
-            .increment(1);
-        tracing::warn!(actor = subsystem.name(), reason = why, "restarting failed actor");
+        metrics::counter!("x0_node_actor_restarts_total", "actor" => subsystem.name()).increment(1);
+        tracing::warn!(
+            actor = subsystem.name(),
+            reason = why,
+            "restarting failed actor"
+        );
         Ok(())
     }
 }

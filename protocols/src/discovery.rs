@@ -343,7 +343,10 @@ mod tests {
         let first = d.next_deadline().expect("deadline");
         assert!(first.0 <= cfg.beacon_interval_ms);
         d.handle_timeout(first);
-        assert!(matches!(drain(&mut d)[..], [Output::Broadcast(Beacon { seq: 0, .. })]));
+        assert!(matches!(
+            drain(&mut d)[..],
+            [Output::Broadcast(Beacon { seq: 0, .. })]
+        ));
         let second = d.next_deadline().expect("deadline");
         let gap = second.since(first);
         assert!((900..=1100).contains(&gap), "gap {gap}");
@@ -352,7 +355,8 @@ mod tests {
     #[test]
     fn neighbor_appears_then_expires() {
         let mut d = Discovery::new(id(1), DiscoveryConfig::default(), 1, Millis(0));
-        d.handle_beacon(Millis(10), id(2), &beacon(0)).expect("accepted");
+        d.handle_beacon(Millis(10), id(2), &beacon(0))
+            .expect("accepted");
         assert_eq!(
             drain(&mut d),
             vec![Output::Event(DiscoveryEvent::NeighborUp(id(2)))]
@@ -361,9 +365,7 @@ mod tests {
         assert!(d.neighbor(&id(2)).is_some());
         d.handle_timeout(Millis(3510));
         assert!(d.neighbor(&id(2)).is_none());
-        assert!(
-            drain(&mut d).contains(&Output::Event(DiscoveryEvent::NeighborDown(id(2))))
-        );
+        assert!(drain(&mut d).contains(&Output::Event(DiscoveryEvent::NeighborDown(id(2)))));
     }
 
     #[test]
@@ -377,7 +379,8 @@ mod tests {
             d.handle_beacon(Millis(0), id(1), &beacon(0)),
             Err(BeaconRejected::FromSelf)
         );
-        d.handle_beacon(Millis(0), id(2), &beacon(0)).expect("first fits");
+        d.handle_beacon(Millis(0), id(2), &beacon(0))
+            .expect("first fits");
         assert_eq!(
             d.handle_beacon(Millis(0), id(3), &beacon(0)),
             Err(BeaconRejected::TableFull)
@@ -395,7 +398,8 @@ mod tests {
         let loss = d.neighbor(&id(2)).expect("present").loss();
         assert!((loss - 0.3).abs() < 1e-9, "loss {loss}");
         // A late arrival fills its gap.
-        d.handle_beacon(Millis(9500), id(2), &beacon(5)).expect("accepted");
+        d.handle_beacon(Millis(9500), id(2), &beacon(5))
+            .expect("accepted");
         let loss = d.neighbor(&id(2)).expect("present").loss();
         assert!((loss - 0.2).abs() < 1e-9, "loss {loss}");
     }
@@ -417,7 +421,8 @@ mod tests {
                 held_ms: 300,
             }],
         };
-        a.handle_beacon(at.plus(340), id(2), &echo).expect("accepted");
+        a.handle_beacon(at.plus(340), id(2), &echo)
+            .expect("accepted");
         let n = a.neighbor(&id(2)).expect("present");
         assert_eq!(n.rtt_ms, Some(40.0));
         assert!(n.bidirectional);
@@ -426,8 +431,10 @@ mod tests {
     #[test]
     fn a_restarted_neighbor_stays_up_with_fresh_statistics() {
         let mut d = Discovery::new(id(1), DiscoveryConfig::default(), 1, Millis(0));
-        d.handle_beacon(Millis(0), id(2), &beacon(500)).expect("accepted");
-        d.handle_beacon(Millis(1000), id(2), &beacon(0)).expect("accepted");
+        d.handle_beacon(Millis(0), id(2), &beacon(500))
+            .expect("accepted");
+        d.handle_beacon(Millis(1000), id(2), &beacon(0))
+            .expect("accepted");
         let n = d.neighbor(&id(2)).expect("present");
         assert_eq!(n.last_seq, 0);
         assert_eq!(n.loss(), 0.0);

@@ -258,7 +258,10 @@ mod tests {
         );
         let mut bytes = Envelope::seal(&identity(), Kind::Beacon, vec![]).encode();
         bytes[1] = 77; // kind is a one-byte varint for small codes
-        assert_eq!(Envelope::decode(&bytes), Err(EnvelopeError::UnknownKind(77)));
+        assert_eq!(
+            Envelope::decode(&bytes),
+            Err(EnvelopeError::UnknownKind(77))
+        );
         assert_eq!(Envelope::decode(&[]), Err(EnvelopeError::Empty));
     }
 

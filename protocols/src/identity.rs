@@ -121,7 +121,8 @@ pub fn verify_signature(signer: &NodeId, message: &[u8], signature: &[u8; 64]) -
     let Ok(key) = VerifyingKey::from_bytes(signer.as_bytes()) else {
         return false;
     };
-    key.verify(message, &Signature::from_bytes(signature)).is_ok()
+    key.verify(message, &Signature::from_bytes(signature))
+        .is_ok()
 }
 
 fn tag_name(tag: u8) -> String {

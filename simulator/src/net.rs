@@ -1,0 +1,379 @@
+//! The simulated network: a sparse link table, a link model, and one event queue.
+//!
+//! Every transmission is drawn against the link model (loss, latency, jitter) from the
+//! run's seeded RNG and queued with its delivery time. One pump task sleeps on tokio's
+//! paused clock until the earliest delivery is due, so an idle mesh costs nothing and a
+//! busy one costs one heap operation per envelope: no per-tick loop over all nodes.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+use x0_actors::{Inbound, NetworkPort, NodeHandle, PortError, Topic};
+use x0_protocols::{Envelope, NodeId};
+
+/// How every link behaves unless a fault says otherwise.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkModel {
+    /// One-way base latency.
+    pub latency_ms: f64,
+    /// Extra delay drawn uniformly from `[0, jitter_ms]` per envelope.
+    pub jitter_ms: f64,
+    /// Probability that one envelope is lost, in `[0, 1]`.
+    pub loss: f64,
+}
+
+impl Default for LinkModel {
+    fn default() -> Self {
+        LinkModel {
+            latency_ms: 10.0,
+            jitter_ms: 5.0,
+            loss: 0.01,
+        }
+    }
+}
+
+/// Totals over the whole run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrafficStats {
+    pub envelopes_sent: u64,
+    pub envelopes_delivered: u64,
+    pub envelopes_dropped: u64,
+    pub bytes_sent: u64,
+}
+
+enum Delivery {
+    Envelope {
+        from: u32,
+        to: u32,
+        bytes: Bytes,
+        reply: Option<oneshot::Sender<Envelope>>,
+    },
+    Reply {
+        envelope: Envelope,
+        to: oneshot::Sender<Envelope>,
+    },
+}
+
+/// Heap entry ordered by delivery time, then by the order it was queued, so that ties
+/// resolve the same way in every run.
+struct Scheduled {
+    at: Instant,
+    order: u64,
+    delivery: Delivery,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.order) == (other.at, other.order)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        // BinaryHeap is a max-heap: reverse for earliest first.
+        (other.at, other.order).cmp(&(self.at, self.order))
+    }
+}
+
+struct NetState {
+    adjacency: Vec<Vec<u32>>,
+    index: HashMap<NodeId, u32>,
+    ids: Vec<NodeId>,
+    nodes: Vec<Option<Arc<NodeHandle>>>,
+    model: LinkModel,
+    rng: ChaCha8Rng,
+    queue: BinaryHeap<Scheduled>,
+    next_order: u64,
+    stats: TrafficStats,
+}
+
+/// The shared network every simulated node's port writes into.
+#[derive(Clone)]
+pub struct SimNetwork {
+    state: Arc<Mutex<NetState>>,
+    wake: Arc<Notify>,
+}
+
+impl SimNetwork {
+    pub fn new(
+        adjacency: Vec<Vec<u32>>,
+        ids: Vec<NodeId>,
+        model: LinkModel,
+        rng: ChaCha8Rng,
+    ) -> Self {
+        let index = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (*id, i as u32))
+            .collect();
+        let nodes = vec![None; ids.len()];
+        SimNetwork {
+            state: Arc::new(Mutex::new(NetState {
+                adjacency,
+                index,
+                ids,
+                nodes,
+                model,
+                rng,
+                queue: BinaryHeap::new(),
+                next_order: 0,
+                stats: TrafficStats::default(),
+            })),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, NetState> {
+        // The simulator is single-threaded; a poisoned lock means a panic already ended the run.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The port node `index` sends through.
+    pub fn port(&self, index: u32) -> Arc<dyn NetworkPort> {
+        Arc::new(SimPort {
+            net: self.clone(),
+            me: index,
+        })
+    }
+
+    /// Plugs a running node in (or takes it out, with `None`: it then receives nothing).
+    pub fn attach(&self, index: u32, node: Option<Arc<NodeHandle>>) {
+        self.lock().nodes[index as usize] = node;
+    }
+
+    pub fn stats(&self) -> TrafficStats {
+        self.lock().stats
+    }
+
+    /// Delivers queued envelopes as they fall due, until the runtime is dropped.
+    pub async fn pump(self) {
+        loop {
+            let next = {
+                let mut state = self.lock();
+                let now = Instant::now();
+                let mut due = Vec::new();
+                while state.queue.peek().is_some_and(|s| s.at <= now) {
+                    if let Some(s) = state.queue.pop() {
+                        due.push(s.delivery);
+                    }
+                }
+                for delivery in due {
+                    state.deliver(delivery);
+                }
+                state.queue.peek().map(|s| s.at)
+            };
+            match next {
+                Some(at) => {
+                    tokio::select! {
+                        biased;
+                        _ = self.wake.notified() => {}
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => self.wake.notified().await,
+            }
+        }
+    }
+
+    fn transmit(&self, from: u32, to: u32, bytes: Bytes, reply: Option<oneshot::Sender<Envelope>>) {
+        let mut state = self.lock();
+        state.stats.envelopes_sent += 1;
+        state.stats.bytes_sent += bytes.len() as u64;
+        let Some(delay) = state.draw_delay() else {
+            state.stats.envelopes_dropped += 1;
+            return;
+        };
+        let woke = state.schedule(
+            delay,
+            Delivery::Envelope {
+                from,
+                to,
+                bytes,
+                reply,
+            },
+        );
+        drop(state);
+        if woke {
+            self.wake.notify_one();
+        }
+    }
+}
+
+impl NetState {
+    /// `None` if the envelope is lost, else how long it takes.
+    fn draw_delay(&mut self) -> Option<Duration> {
+        if self.model.loss > 0.0 && self.rng.random::<f64>() < self.model.loss {
+            return None;
+        }
+        let jitter = if self.model.jitter_ms > 0.0 {
+            self.rng.random_range(0.0..=self.model.jitter_ms)
+        } else {
+            0.0
+        };
+        Some(Duration::from_secs_f64(
+            (self.model.latency_ms + jitter).max(0.0) / 1000.0,
+        ))
+    }
+
+    /// Queues a delivery; true if it is now the earliest, so the pump must re-arm.
+    fn schedule(&mut self, delay: Duration, delivery: Delivery) -> bool {
+        let at = Instant::now() + delay;
+        let earliest = self.queue.peek().is_none_or(|s| at < s.at);
+        let order = self.next_order;
+        self.next_order += 1;
+        self.queue.push(Scheduled {
+            at,
+            order,
+            delivery,
+        });
+        earliest
+    }
+
+    fn deliver(&mut self, delivery: Delivery) {
+        match delivery {
+            Delivery::Envelope {
+                from,
+                to,
+                bytes,
+                reply,
+            } => {
+                let Some(node) = self.nodes[to as usize].clone() else {
+                    self.stats.envelopes_dropped += 1;
+                    return;
+                };
+                self.stats.envelopes_delivered += 1;
+                node.deliver(Inbound {
+                    link_peer: self.ids[from as usize],
+                    bytes,
+                    reply,
+                });
+            }
+            Delivery::Reply { envelope, to } => {
+                self.stats.envelopes_delivered += 1;
+                let _ = to.send(envelope);
+            }
+        }
+    }
+
+    fn linked(&self, a: u32, b: u32) -> bool {
+        self.adjacency[a as usize].binary_search(&b).is_ok()
+    }
+}
+
+/// One node's view of the simulated network.
+struct SimPort {
+    net: SimNetwork,
+    me: u32,
+}
+
+impl NetworkPort for SimPort {
+    fn send(&self, to: NodeId, envelope: &Envelope) {
+        let target = {
+            let state = self.net.lock();
+            state
+                .index
+                .get(&to)
+                .copied()
+                .filter(|t| state.linked(self.me, *t))
+        };
+        match target {
+            Some(t) => self
+                .net
+                .transmit(self.me, t, Bytes::from(envelope.encode()), None),
+            None => self.net.lock().stats.envelopes_dropped += 1,
+        }
+    }
+
+    fn broadcast(&self, topic: &Topic, envelope: &Envelope) {
+        match topic {
+            Topic::Neighbors => {
+                let bytes = Bytes::from(envelope.encode());
+                let neighbors = self.net.lock().adjacency[self.me as usize].clone();
+                for to in neighbors {
+                    self.net.transmit(self.me, to, bytes.clone(), None);
+                }
+            }
+            Topic::Gossip(_) => {
+                // No subsystem gossips yet; the gossip overlay arrives with CRDT sync.
+                tracing::debug!("gossip broadcast ignored: no gossip overlay in the simulator yet");
+            }
+        }
+    }
+
+    fn request(
+        &self,
+        to: NodeId,
+        envelope: &Envelope,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Envelope, PortError>> {
+        let target = {
+            let state = self.net.lock();
+            state
+                .index
+                .get(&to)
+                .copied()
+                .filter(|t| state.linked(self.me, *t))
+        };
+        let Some(target) = target else {
+            self.net.lock().stats.envelopes_dropped += 1;
+            return futures::future::ready(Err(PortError::Unreachable(to))).boxed();
+        };
+        let (answer_tx, answer_rx) = oneshot::channel::<Envelope>();
+        let (reply_tx, reply_rx) = oneshot::channel::<Envelope>();
+        self.net.transmit(
+            self.me,
+            target,
+            Bytes::from(envelope.encode()),
+            Some(answer_tx),
+        );
+        // The answer crosses the link back, with its own loss and delay.
+        let net = self.net.clone();
+        tokio::spawn(async move {
+            if let Ok(answer) = answer_rx.await {
+                let mut state = net.lock();
+                state.stats.envelopes_sent += 1;
+                state.stats.bytes_sent += answer.encode().len() as u64;
+                match state.draw_delay() {
+                    Some(delay) => {
+                        let woke = state.schedule(
+                            delay,
+                            Delivery::Reply {
+                                envelope: answer,
+                                to: reply_tx,
+                            },
+                        );
+                        drop(state);
+                        if woke {
+                            net.wake.notify_one();
+                        }
+                    }
+                    None => state.stats.envelopes_dropped += 1,
+                }
+            }
+        });
+        async move {
+            match tokio::time::timeout(timeout, reply_rx).await {
+                Ok(Ok(envelope)) => Ok(envelope),
+                Ok(Err(_)) => Err(PortError::Unreachable(to)),
+                Err(_) => Err(PortError::Timeout),
+            }
+        }
+        .boxed()
+    }
+}

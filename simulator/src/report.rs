@@ -1,0 +1,123 @@
+//! The simulation report: what a run measured, as JSON and as a short summary.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub nodes: usize,
+    pub seed: u64,
+    pub topology: String,
+    pub links: usize,
+    pub virtual_seconds: f64,
+    /// Wall-clock time of the run, set-up and tear-down included.
+    pub wall_seconds: f64,
+    /// `virtual_seconds / wall_seconds`.
+    pub speedup: f64,
+    pub envelopes_sent: u64,
+    pub envelopes_delivered: u64,
+    pub envelopes_dropped: u64,
+    pub bytes_sent: u64,
+    pub actor_restarts: u64,
+    pub envelope_decode_errors: u64,
+    pub discovery: DiscoveryReport,
+    /// Peak resident memory of the whole process (Linux `VmHWM`); `None` elsewhere.
+    pub peak_rss_bytes: Option<u64>,
+    pub peak_rss_bytes_per_node: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DiscoveryReport {
+    /// Nodes whose neighbor table at the end equals their true set of links.
+    pub nodes_with_all_neighbors: usize,
+    /// Mean size of the neighbor tables at the end.
+    pub mean_neighbors: f64,
+    /// Mean degree of the true topology, to compare against.
+    pub true_mean_degree: f64,
+    /// Table entries that are not real links (should be zero).
+    pub phantom_neighbors: usize,
+    /// Mean smoothed RTT over all table entries that have one.
+    pub mean_rtt_ms: Option<f64>,
+    /// Mean measured loss over all table entries.
+    pub mean_loss: f64,
+}
+
+impl Report {
+    /// The report with every field that depends on the machine rather than the seed
+    /// zeroed, for comparing two runs.
+    pub fn without_machine_figures(&self) -> Report {
+        Report {
+            wall_seconds: 0.0,
+            speedup: 0.0,
+            peak_rss_bytes: None,
+            peak_rss_bytes_per_node: None,
+            ..self.clone()
+        }
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = &self.discovery;
+        writeln!(
+            f,
+            "simulated {} nodes ({}, {} links, seed {}) for {:.1} s of virtual time in {:.2} s of wall time ({:.1}x real time)",
+            self.nodes,
+            self.topology,
+            self.links,
+            self.seed,
+            self.virtual_seconds,
+            self.wall_seconds,
+            self.speedup
+        )?;
+        writeln!(
+            f,
+            "envelopes: {} sent, {} delivered, {} dropped ({:.1} MB on the wire)",
+            self.envelopes_sent,
+            self.envelopes_delivered,
+            self.envelopes_dropped,
+            self.bytes_sent as f64 / 1e6
+        )?;
+        writeln!(
+            f,
+            "discovery: {}/{} nodes know exactly their neighbors; mean table size {:.2} (true degree {:.2}); {} phantom entries",
+            d.nodes_with_all_neighbors,
+            self.nodes,
+            d.mean_neighbors,
+            d.true_mean_degree,
+            d.phantom_neighbors
+        )?;
+        if let Some(rtt) = d.mean_rtt_ms {
+            writeln!(
+                f,
+                "links: mean RTT {rtt:.1} ms, mean loss {:.2}%",
+                d.mean_loss * 100.0
+            )?;
+        }
+        if self.actor_restarts > 0 || self.envelope_decode_errors > 0 {
+            writeln!(
+                f,
+                "faults: {} actor restarts, {} undecodable envelopes",
+                self.actor_restarts, self.envelope_decode_errors
+            )?;
+        }
+        match (self.peak_rss_bytes, self.peak_rss_bytes_per_node) {
+            (Some(total), Some(per_node)) => write!(
+                f,
+                "memory: peak RSS {:.1} MB ({:.1} KB per node)",
+                total as f64 / 1e6,
+                per_node as f64 / 1e3
+            ),
+            _ => write!(f, "memory: peak RSS not available on this platform"),
+        }
+    }
+}
+
+/// Peak resident set size of this process, from `/proc/self/status`.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

@@ -1,0 +1,239 @@
+//! What to simulate: a scenario file (TOML) plus command-line overrides.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use x0_protocols::discovery::DiscoveryConfig;
+
+use crate::net::LinkModel;
+use crate::topology::TopologyKind;
+
+/// The scenario compiled into the binary: what `simulate` runs with no `--scenario`.
+pub const DEFAULT_SCENARIO: &str = include_str!("../../config/scenarios/default.toml");
+
+/// Largest run accepted; beyond this one machine's memory is the limit, not the code.
+pub const MAX_NODES: usize = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{origin}: cannot read: {source}")]
+    Read {
+        origin: String,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("{origin}: {key}: {reason}")]
+    Invalid {
+        origin: String,
+        key: &'static str,
+        reason: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub nodes: usize,
+    #[serde(deserialize_with = "duration_from_str")]
+    pub duration: Duration,
+    pub seed: u64,
+    pub topology: TopologyKind,
+    /// Target mean degree for `random-geometric`.
+    #[serde(default = "default_mean_degree")]
+    pub mean_degree: f64,
+    #[serde(default)]
+    pub link: LinkModel,
+    #[serde(default)]
+    pub discovery: DiscoverySection,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoverySection {
+    pub beacon_ms: u64,
+    pub expiry_ms: u64,
+}
+
+impl Default for DiscoverySection {
+    fn default() -> Self {
+        let d = DiscoveryConfig::default();
+        DiscoverySection {
+            beacon_ms: d.beacon_interval_ms,
+            expiry_ms: d.expiry_ms,
+        }
+    }
+}
+
+fn default_mean_degree() -> f64 {
+    8.0
+}
+
+fn duration_from_str<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// Parses `250ms`, `60s`, `2m`, `1h` (a whole number and a unit).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit (write e.g. 60s, 500ms, 2m)"))?;
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
+    let ms = match unit {
+        "ms" => Some(value),
+        "s" => value.checked_mul(1000),
+        "m" => value.checked_mul(60_000),
+        "h" => value.checked_mul(3_600_000),
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    ms.map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+impl Scenario {
+    pub fn default_scenario() -> Scenario {
+        // The embedded file is tested to parse; failing here is a build defect.
+        Scenario::from_toml_str(DEFAULT_SCENARIO, "<embedded default scenario>")
+            .unwrap_or_else(|e| panic!("embedded default scenario is invalid: {e}"))
+    }
+
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            origin: origin.clone(),
+            source,
+        })?;
+        Scenario::from_toml_str(&text, &origin)
+    }
+
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Scenario, ScenarioError> {
+        let scenario: Scenario = toml::from_str(text).map_err(|e| ScenarioError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        scenario.validate(origin)?;
+        Ok(scenario)
+    }
+
+    /// Refuses values no run can make sense of, naming the key.
+    pub fn validate(&self, origin: &str) -> Result<(), ScenarioError> {
+        let invalid = |key: &'static str, reason: String| ScenarioError::Invalid {
+            origin: origin.to_string(),
+            key,
+            reason,
+        };
+        if !(1..=MAX_NODES).contains(&self.nodes) {
+            return Err(invalid(
+                "nodes",
+                format!("must be between 1 and {MAX_NODES}, got {}", self.nodes),
+            ));
+        }
+        if self.duration.is_zero() {
+            return Err(invalid("duration", "must be longer than 0".into()));
+        }
+        if !(self.mean_degree.is_finite() && self.mean_degree > 0.0) {
+            return Err(invalid(
+                "mean_degree",
+                format!("must be positive, got {}", self.mean_degree),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.link.loss) {
+            return Err(invalid(
+                "link.loss",
+                format!("must be between 0 and 1, got {}", self.link.loss),
+            ));
+        }
+        if !(self.link.latency_ms.is_finite() && self.link.latency_ms >= 0.0) {
+            return Err(invalid(
+                "link.latency_ms",
+                format!("must be 0 or more, got {}", self.link.latency_ms),
+            ));
+        }
+        if !(self.link.jitter_ms.is_finite() && self.link.jitter_ms >= 0.0) {
+            return Err(invalid(
+                "link.jitter_ms",
+                format!("must be 0 or more, got {}", self.link.jitter_ms),
+            ));
+        }
+        if !(50..=60_000).contains(&self.discovery.beacon_ms) {
+            return Err(invalid(
+                "discovery.beacon_ms",
+                format!(
+                    "must be between 50 and 60000, got {}",
+                    self.discovery.beacon_ms
+                ),
+            ));
+        }
+        if self.discovery.expiry_ms <= self.discovery.beacon_ms {
+            return Err(invalid(
+                "discovery.expiry_ms",
+                format!(
+                    "must be longer than discovery.beacon_ms ({}), got {}",
+                    self.discovery.beacon_ms, self.discovery.expiry_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn discovery_config(&self) -> DiscoveryConfig {
+        DiscoveryConfig {
+            beacon_interval_ms: self.discovery.beacon_ms,
+            expiry_ms: self.discovery.expiry_ms,
+            ..DiscoveryConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_parses() {
+        let s = Scenario::default_scenario();
+        assert_eq!(s.nodes, 1000);
+        assert_eq!(s.topology, TopologyKind::RandomGeometric);
+    }
+
+    #[test]
+    fn durations_parse_and_bad_ones_say_why() {
+        assert_eq!(parse_duration("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("60").unwrap_err().contains("no unit"));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let base = DEFAULT_SCENARIO;
+        let cases = [
+            ("nodes = 1000", "nodes = 0", "nodes"),
+            ("loss = 0.01", "loss = 1.5", "link.loss"),
+            ("beacon_ms = 1000", "beacon_ms = 0", "discovery.beacon_ms"),
+        ];
+        for (from, to, key) in cases {
+            assert!(base.contains(from), "default scenario lacks {from:?}");
+            let err = Scenario::from_toml_str(&base.replace(from, to), "s.toml")
+                .expect_err("must be refused")
+                .to_string();
+            assert!(err.starts_with(&format!("s.toml: {key}: ")), "{err}");
+        }
+        let err = Scenario::from_toml_str(&format!("{base}\nbogus = 1\n"), "s.toml")
+            .expect_err("unknown key refused")
+            .to_string();
+        assert!(err.contains("bogus"), "{err}");
+    }
+}

@@ -1,0 +1,3 @@
+//! One module per subcommand; each parses nothing and prints everything.
+
+pub mod simulate;
