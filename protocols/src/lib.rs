@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod envelope;
 pub mod id;
 pub mod identity;
+pub mod routing;
 pub mod time;
 
 pub use envelope::{Envelope, EnvelopeError, Kind};

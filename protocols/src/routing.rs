@@ -1,0 +1,810 @@
+//! Loop-free distance-vector routing, after Babel (RFC 8966).
+//!
+//! Each node advertises, for every destination it can reach, a `(seqno, metric)` pair.
+//! Loop freedom comes from Babel's **feasibility condition**: a node remembers, per
+//! destination, the best `(seqno, metric)` it has itself advertised (its feasibility
+//! distance, FD) and only ever selects a route whose advertisement is strictly better:
+//! a newer seqno, or the same seqno with a smaller metric. Since a node's FD only
+//! improves, and every node downstream of it advertised something better still, a
+//! next-hop chain can never close on itself, even while updates are lost or late.
+//!
+//! When the only routes left are not feasible, the node retracts the destination
+//! (metric = [`INFINITY`]) and sends a seqno request toward it; the destination answers
+//! with a newer seqno, which makes fresh routes feasible again everywhere.
+//!
+//! Link costs come from outside (the actor derives them from discovery's measured loss
+//! and RTT, see [`link_cost`]). Sans-IO like every protocol here.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Millis, NodeId};
+
+/// The metric of an unreachable destination; advertising it is a retraction.
+pub const INFINITY: u16 = u16::MAX;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoutingConfig {
+    /// Full table dumps to all neighbors this often (triggered updates come in between).
+    pub update_interval_ms: u64,
+    /// A route not refreshed for this long is dropped.
+    pub route_expiry_ms: u64,
+    /// Hops a seqno request travels toward the destination at most.
+    pub request_hop_limit: u8,
+    /// A seqno request for one destination is not repeated more often than this.
+    pub request_interval_ms: u64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            update_interval_ms: 4000,
+            route_expiry_ms: 14_000,
+            request_hop_limit: 32,
+            request_interval_ms: 1000,
+        }
+    }
+}
+
+/// ETX-like cost of a link from its measured loss and RTT.
+///
+/// `256 / delivery²` (both directions assumed alike, as only inbound loss is measured)
+/// plus the RTT in milliseconds: a lossless 1 ms link costs 257, one losing 10% about 317.
+/// Loss is quantized to whole percents so jitter in the estimate does not churn routes.
+pub fn link_cost(loss: f64, rtt_ms: Option<f64>) -> u16 {
+    let loss = (loss.clamp(0.0, 0.99) * 100.0).round() / 100.0;
+    let delivery = (1.0 - loss).max(0.01);
+    let etx = 256.0 / (delivery * delivery);
+    let rtt = rtt_ms.unwrap_or(0.0).clamp(0.0, 10_000.0);
+    (etx + rtt).round().min(f64::from(INFINITY - 1)) as u16
+}
+
+/// One advertised route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Advert {
+    pub destination: NodeId,
+    pub seqno: u32,
+    pub metric: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RoutingMessage {
+    /// Routes the sender advertises. A `complete` update is the sender's whole table: any
+    /// destination it leaves out is no longer routed through it. That makes a lost
+    /// retraction cost one update interval instead of a full route expiry.
+    Update {
+        adverts: Vec<Advert>,
+        complete: bool,
+    },
+    /// "Please advertise `destination` with a seqno of at least `seqno`."
+    SeqnoRequest {
+        destination: NodeId,
+        seqno: u32,
+        hops_left: u8,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send to every neighbor.
+    Broadcast(RoutingMessage),
+    /// Send to one neighbor.
+    Send(NodeId, RoutingMessage),
+    /// The selected route to `destination` changed (`None`: unreachable now).
+    RouteChanged {
+        destination: NodeId,
+        next_hop: Option<NodeId>,
+        metric: u16,
+    },
+}
+
+/// A route as seen from the table, for the API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteInfo {
+    pub destination: NodeId,
+    pub next_hop: NodeId,
+    pub metric: u16,
+    pub seqno: u32,
+    /// When the route was selected.
+    pub since: Millis,
+}
+
+/// What one neighbor advertised for one destination.
+#[derive(Clone, Copy, Debug)]
+struct Heard {
+    seqno: u32,
+    metric: u16,
+    at: Millis,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Selected {
+    next_hop: NodeId,
+    seqno: u32,
+    metric: u16,
+    since: Millis,
+}
+
+/// The feasibility distance: the best `(seqno, metric)` we advertised for a destination.
+#[derive(Clone, Copy, Debug)]
+struct Feasibility {
+    seqno: u32,
+    metric: u16,
+}
+
+impl Feasibility {
+    /// Babel's feasibility condition.
+    fn admits(&self, seqno: u32, metric: u16) -> bool {
+        metric != INFINITY && (seqno > self.seqno || (seqno == self.seqno && metric < self.metric))
+    }
+}
+
+pub struct Routing {
+    me: NodeId,
+    config: RoutingConfig,
+    seqno: u32,
+    /// Cost of the link to each live neighbor.
+    links: BTreeMap<NodeId, u16>,
+    /// destination → neighbor → what that neighbor last advertised.
+    heard: BTreeMap<NodeId, BTreeMap<NodeId, Heard>>,
+    selected: BTreeMap<NodeId, Selected>,
+    feasibility: BTreeMap<NodeId, Feasibility>,
+    /// Destinations whose change must go out in the next triggered update.
+    dirty: BTreeSet<NodeId>,
+    last_request: BTreeMap<NodeId, Millis>,
+    next_full_update: Millis,
+    outputs: VecDeque<Output>,
+}
+
+impl Routing {
+    pub fn new(me: NodeId, config: RoutingConfig, now: Millis) -> Self {
+        Routing {
+            me,
+            config,
+            seqno: 0,
+            links: BTreeMap::new(),
+            heard: BTreeMap::new(),
+            selected: BTreeMap::new(),
+            feasibility: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            last_request: BTreeMap::new(),
+            next_full_update: now,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.me
+    }
+
+    /// A neighbor came up, or its link cost changed.
+    pub fn set_link(&mut self, now: Millis, neighbor: NodeId, cost: u16) {
+        if neighbor == self.me {
+            return;
+        }
+        let cost = cost.clamp(1, INFINITY - 1);
+        let is_new = self.links.insert(neighbor, cost).is_none();
+        if is_new {
+            // Tell the newcomer everything we know right away rather than at the next dump.
+            let table = self.full_table();
+            self.outputs.push_back(Output::Send(
+                neighbor,
+                RoutingMessage::Update {
+                    adverts: table,
+                    complete: true,
+                },
+            ));
+        }
+        self.reselect_all(now);
+        self.flush_triggered();
+    }
+
+    /// A neighbor is gone: every route through it goes too.
+    pub fn remove_link(&mut self, now: Millis, neighbor: NodeId) {
+        if self.links.remove(&neighbor).is_none() {
+            return;
+        }
+        for routes in self.heard.values_mut() {
+            routes.remove(&neighbor);
+        }
+        self.reselect_all(now);
+        self.flush_triggered();
+    }
+
+    pub fn handle_message(&mut self, now: Millis, from: NodeId, message: RoutingMessage) {
+        if !self.links.contains_key(&from) {
+            // Only neighbors we have a measured link to may feed the table.
+            return;
+        }
+        match message {
+            RoutingMessage::Update { adverts, complete } => {
+                if complete {
+                    let listed: BTreeSet<NodeId> = adverts.iter().map(|a| a.destination).collect();
+                    let mut dropped = Vec::new();
+                    for (destination, routes) in &mut self.heard {
+                        if !listed.contains(destination) && routes.remove(&from).is_some() {
+                            dropped.push(*destination);
+                        }
+                    }
+                    for destination in dropped {
+                        self.reselect(now, destination);
+                    }
+                }
+                for advert in adverts {
+                    if advert.destination == self.me {
+                        continue;
+                    }
+                    self.heard.entry(advert.destination).or_default().insert(
+                        from,
+                        Heard {
+                            seqno: advert.seqno,
+                            metric: advert.metric,
+                            at: now,
+                        },
+                    );
+                    self.reselect(now, advert.destination);
+                }
+            }
+            RoutingMessage::SeqnoRequest {
+                destination,
+                seqno,
+                hops_left,
+            } => self.handle_request(from, destination, seqno, hops_left),
+        }
+        self.flush_triggered();
+    }
+
+    pub fn handle_timeout(&mut self, now: Millis) {
+        let expiry = self.config.route_expiry_ms;
+        let mut touched = BTreeSet::new();
+        for (destination, routes) in &mut self.heard {
+            let before = routes.len();
+            routes.retain(|_, h| now.since(h.at) < expiry);
+            if routes.len() != before {
+                touched.insert(*destination);
+            }
+        }
+        self.heard.retain(|_, routes| !routes.is_empty());
+        for destination in touched {
+            self.reselect(now, destination);
+        }
+        if now >= self.next_full_update {
+            self.next_full_update = now.plus(self.config.update_interval_ms);
+            self.dirty.clear();
+            let table = self.full_table();
+            self.outputs
+                .push_back(Output::Broadcast(RoutingMessage::Update {
+                    adverts: table,
+                    complete: true,
+                }));
+        }
+        self.flush_triggered();
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    pub fn next_deadline(&self) -> Option<Millis> {
+        let expiry = self
+            .heard
+            .values()
+            .flat_map(|routes| routes.values())
+            .map(|h| h.at.plus(self.config.route_expiry_ms))
+            .min();
+        Some(expiry.map_or(self.next_full_update, |e| e.min(self.next_full_update)))
+    }
+
+    /// The next hop toward `destination`, if we have a route.
+    pub fn next_hop(&self, destination: &NodeId) -> Option<NodeId> {
+        self.selected.get(destination).map(|s| s.next_hop)
+    }
+
+    pub fn routes(&self) -> impl Iterator<Item = RouteInfo> + '_ {
+        self.selected.iter().map(|(destination, s)| RouteInfo {
+            destination: *destination,
+            next_hop: s.next_hop,
+            metric: s.metric,
+            seqno: s.seqno,
+            since: s.since,
+        })
+    }
+
+    pub fn seqno(&self) -> u32 {
+        self.seqno
+    }
+
+    /// Every route we advertise, ourselves first.
+    fn full_table(&self) -> Vec<Advert> {
+        let mut table = vec![Advert {
+            destination: self.me,
+            seqno: self.seqno,
+            metric: 0,
+        }];
+        table.extend(self.selected.iter().map(|(d, s)| Advert {
+            destination: *d,
+            seqno: s.seqno,
+            metric: s.metric,
+        }));
+        table
+    }
+
+    fn reselect_all(&mut self, now: Millis) {
+        let destinations: Vec<NodeId> = self
+            .heard
+            .keys()
+            .chain(self.selected.keys())
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for d in destinations {
+            self.reselect(now, d);
+        }
+    }
+
+    /// Picks the best feasible route to `destination` and records the consequences.
+    fn reselect(&mut self, now: Millis, destination: NodeId) {
+        let fd = self.feasibility.get(&destination).copied();
+        let best = self.heard.get(&destination).and_then(|routes| {
+            routes
+                .iter()
+                .filter_map(|(neighbor, h)| {
+                    let cost = *self.links.get(neighbor)?;
+                    if h.metric == INFINITY {
+                        return None;
+                    }
+                    if fd.is_some_and(|fd| !fd.admits(h.seqno, h.metric)) {
+                        return None;
+                    }
+                    let total = h.metric.saturating_add(cost).min(INFINITY - 1);
+                    Some((total, *neighbor, h.seqno))
+                })
+                // Lowest metric; ties go to the newer seqno, then the lower id.
+                .min_by_key(|(metric, neighbor, seqno)| {
+                    (*metric, std::cmp::Reverse(*seqno), *neighbor)
+                })
+        });
+        let current = self.selected.get(&destination).copied();
+        match best {
+            Some((metric, next_hop, seqno)) => {
+                let changed = current.is_none_or(|c| {
+                    c.next_hop != next_hop || c.metric != metric || c.seqno != seqno
+                });
+                if !changed {
+                    return;
+                }
+                let since = match current {
+                    Some(c) if c.next_hop == next_hop => c.since,
+                    _ => now,
+                };
+                self.selected.insert(
+                    destination,
+                    Selected {
+                        next_hop,
+                        seqno,
+                        metric,
+                        since,
+                    },
+                );
+                // We are about to advertise (seqno, metric): the FD may only improve.
+                let entry = self
+                    .feasibility
+                    .entry(destination)
+                    .or_insert(Feasibility { seqno, metric });
+                if seqno > entry.seqno {
+                    *entry = Feasibility { seqno, metric };
+                } else if seqno == entry.seqno {
+                    entry.metric = entry.metric.min(metric);
+                }
+                self.dirty.insert(destination);
+                if current.is_none_or(|c| c.next_hop != next_hop || c.metric != metric) {
+                    self.outputs.push_back(Output::RouteChanged {
+                        destination,
+                        next_hop: Some(next_hop),
+                        metric,
+                    });
+                }
+            }
+            None => {
+                if current.is_some() {
+                    self.selected.remove(&destination);
+                    self.dirty.insert(destination);
+                    self.outputs.push_back(Output::RouteChanged {
+                        destination,
+                        next_hop: None,
+                        metric: INFINITY,
+                    });
+                }
+                // Unfeasible routes remain: ask the destination for a newer seqno.
+                let starved = self.heard.get(&destination).is_some_and(|r| {
+                    r.iter()
+                        .any(|(n, h)| h.metric != INFINITY && self.links.contains_key(n))
+                });
+                if starved {
+                    self.request_seqno(now, destination);
+                }
+            }
+        }
+    }
+
+    fn request_seqno(&mut self, now: Millis, destination: NodeId) {
+        if self
+            .last_request
+            .get(&destination)
+            .is_some_and(|at| now.since(*at) < self.config.request_interval_ms)
+        {
+            return;
+        }
+        self.last_request.insert(destination, now);
+        let seqno = self
+            .feasibility
+            .get(&destination)
+            .map_or(0, |fd| fd.seqno.saturating_add(1));
+        self.outputs
+            .push_back(Output::Broadcast(RoutingMessage::SeqnoRequest {
+                destination,
+                seqno,
+                hops_left: self.config.request_hop_limit,
+            }));
+    }
+
+    fn handle_request(&mut self, from: NodeId, destination: NodeId, seqno: u32, hops_left: u8) {
+        if destination == self.me {
+            if seqno > self.seqno {
+                self.seqno = seqno;
+            }
+            self.outputs
+                .push_back(Output::Broadcast(RoutingMessage::Update {
+                    adverts: vec![Advert {
+                        destination: self.me,
+                        seqno: self.seqno,
+                        metric: 0,
+                    }],
+                    complete: false,
+                }));
+            return;
+        }
+        match self.selected.get(&destination) {
+            // Our route is already new enough: advertising it answers the request.
+            Some(s) if s.seqno >= seqno => {
+                self.dirty.insert(destination);
+            }
+            Some(s) if hops_left > 1 && s.next_hop != from => {
+                self.outputs.push_back(Output::Send(
+                    s.next_hop,
+                    RoutingMessage::SeqnoRequest {
+                        destination,
+                        seqno,
+                        hops_left: hops_left - 1,
+                    },
+                ));
+            }
+            // No route, or it leads back to the asker: nothing useful to do.
+            _ => {}
+        }
+    }
+
+    /// Sends what changed since the last update (the triggered update of RFC 8966).
+    fn flush_triggered(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let adverts = std::mem::take(&mut self.dirty)
+            .into_iter()
+            .map(|d| match self.selected.get(&d) {
+                Some(s) => Advert {
+                    destination: d,
+                    seqno: s.seqno,
+                    metric: s.metric,
+                },
+                None => Advert {
+                    destination: d,
+                    seqno: self.feasibility.get(&d).map_or(0, |f| f.seqno),
+                    metric: INFINITY,
+                },
+            })
+            .collect();
+        self.outputs
+            .push_back(Output::Broadcast(RoutingMessage::Update {
+                adverts,
+                complete: false,
+            }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    fn id(n: usize) -> NodeId {
+        let mut b = [0u8; 32];
+        b[..8].copy_from_slice(&(n as u64 + 1).to_le_bytes());
+        NodeId(b)
+    }
+
+    /// A little network of routers with a message queue; links can fail, messages can be
+    /// lost or reordered.
+    struct Net {
+        nodes: Vec<Routing>,
+        links: BTreeSet<(usize, usize)>,
+        in_flight: Vec<(usize, usize, RoutingMessage)>,
+        now: Millis,
+    }
+
+    impl Net {
+        fn new(n: usize) -> Self {
+            Net {
+                nodes: (0..n)
+                    .map(|i| Routing::new(id(i), RoutingConfig::default(), Millis(0)))
+                    .collect(),
+                links: BTreeSet::new(),
+                in_flight: vec![],
+                now: Millis(0),
+            }
+        }
+
+        fn index(&self, node: NodeId) -> usize {
+            self.nodes
+                .iter()
+                .position(|r| r.id() == node)
+                .expect("known node")
+        }
+
+        fn link_up(&mut self, a: usize, b: usize, cost: u16) {
+            self.links.insert((a.min(b), a.max(b)));
+            self.nodes[a].set_link(self.now, id(b), cost);
+            self.nodes[b].set_link(self.now, id(a), cost);
+            self.collect();
+        }
+
+        fn link_down(&mut self, a: usize, b: usize) {
+            self.links.remove(&(a.min(b), a.max(b)));
+            self.nodes[a].remove_link(self.now, id(b));
+            self.nodes[b].remove_link(self.now, id(a));
+            self.collect();
+        }
+
+        fn up(&self, a: usize, b: usize) -> bool {
+            self.links.contains(&(a.min(b), a.max(b)))
+        }
+
+        fn collect(&mut self) {
+            for i in 0..self.nodes.len() {
+                while let Some(out) = self.nodes[i].poll_output() {
+                    match out {
+                        Output::Broadcast(m) => {
+                            for j in 0..self.nodes.len() {
+                                if j != i && self.up(i, j) {
+                                    self.in_flight.push((i, j, m.clone()));
+                                }
+                            }
+                        }
+                        Output::Send(to, m) => {
+                            let j = self.index(to);
+                            if self.up(i, j) {
+                                self.in_flight.push((i, j, m));
+                            }
+                        }
+                        Output::RouteChanged { .. } => {}
+                    }
+                }
+            }
+        }
+
+        /// Delivers message `k` of the queue (if its link is still up).
+        fn deliver(&mut self, k: usize) {
+            let (from, to, m) = self.in_flight.remove(k);
+            if self.up(from, to) {
+                self.nodes[to].handle_message(self.now, id(from), m);
+                self.collect();
+            }
+        }
+
+        fn tick(&mut self, ms: u64) {
+            self.now = self.now.plus(ms);
+            for node in &mut self.nodes {
+                node.handle_timeout(self.now);
+            }
+            self.collect();
+        }
+
+        /// Delivers everything in order until quiet, with periodic ticks.
+        fn settle(&mut self) {
+            for _ in 0..40 {
+                while !self.in_flight.is_empty() {
+                    self.deliver(0);
+                }
+                self.tick(500);
+            }
+        }
+
+        /// Panics if following next hops toward any destination revisits a node.
+        fn assert_loop_free(&self) {
+            for d in 0..self.nodes.len() {
+                for start in 0..self.nodes.len() {
+                    let mut at = start;
+                    let mut seen = BTreeSet::from([start]);
+                    while let Some(hop) = self.nodes[at].next_hop(&id(d)) {
+                        at = self.index(hop);
+                        assert!(
+                            seen.insert(at),
+                            "routing loop toward {d} from {start}: {seen:?}"
+                        );
+                    }
+                }
+            }
+        }
+
+        fn connected(&self, a: usize, b: usize) -> bool {
+            let mut seen = BTreeSet::from([a]);
+            let mut queue = vec![a];
+            while let Some(x) = queue.pop() {
+                for y in 0..self.nodes.len() {
+                    if self.up(x, y) && seen.insert(y) {
+                        queue.push(y);
+                    }
+                }
+            }
+            seen.contains(&b)
+        }
+    }
+
+    #[test]
+    fn link_cost_grows_with_loss_and_rtt() {
+        assert_eq!(link_cost(0.0, Some(1.0)), 257);
+        assert!(link_cost(0.1, Some(1.0)) > link_cost(0.0, Some(1.0)));
+        assert!(link_cost(0.0, Some(50.0)) > link_cost(0.0, Some(1.0)));
+        assert!(link_cost(1.0, Some(1e9)) < INFINITY);
+    }
+
+    #[test]
+    fn a_line_learns_multi_hop_routes() {
+        let mut net = Net::new(4);
+        for i in 0..3 {
+            net.link_up(i, i + 1, 256);
+        }
+        net.settle();
+        assert_eq!(net.nodes[0].next_hop(&id(3)), Some(id(1)));
+        assert_eq!(net.nodes[3].next_hop(&id(0)), Some(id(2)));
+        let route = net.nodes[0]
+            .routes()
+            .find(|r| r.destination == id(3))
+            .expect("route");
+        assert_eq!(route.metric, 3 * 256);
+    }
+
+    #[test]
+    fn a_broken_link_is_routed_around() {
+        // Square 0-1-2-3-0 with 0-1-2 cheaper.
+        let mut net = Net::new(4);
+        net.link_up(0, 1, 100);
+        net.link_up(1, 2, 100);
+        net.link_up(2, 3, 300);
+        net.link_up(3, 0, 300);
+        net.settle();
+        assert_eq!(net.nodes[0].next_hop(&id(2)), Some(id(1)));
+        net.link_down(1, 2);
+        net.settle();
+        assert_eq!(net.nodes[0].next_hop(&id(2)), Some(id(3)));
+        assert_eq!(net.nodes[1].next_hop(&id(2)), Some(id(0)));
+        net.assert_loop_free();
+    }
+
+    #[test]
+    fn a_partitioned_destination_becomes_unreachable() {
+        let mut net = Net::new(3);
+        net.link_up(0, 1, 100);
+        net.link_up(1, 2, 100);
+        net.settle();
+        net.link_down(1, 2);
+        net.settle();
+        assert_eq!(net.nodes[0].next_hop(&id(2)), None);
+        assert_eq!(net.nodes[0].next_hop(&id(1)), Some(id(1)));
+        assert_eq!(
+            net.nodes[0].routes().count(),
+            1,
+            "only the route to 1 remains"
+        );
+    }
+
+    #[test]
+    fn updates_from_strangers_are_ignored() {
+        let mut r = Routing::new(id(0), RoutingConfig::default(), Millis(0));
+        r.handle_message(
+            Millis(0),
+            id(9),
+            RoutingMessage::Update {
+                adverts: vec![Advert {
+                    destination: id(5),
+                    seqno: 1,
+                    metric: 1,
+                }],
+                complete: true,
+            },
+        );
+        assert_eq!(r.next_hop(&id(5)), None);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Event {
+        Toggle(usize, usize),
+        Cost(usize, usize, u16),
+        Deliver(usize),
+        Drop(usize),
+        Tick(u64),
+    }
+
+    fn event(n: usize) -> impl Strategy<Value = Event> {
+        prop_oneof![
+            (0..n, 0..n).prop_map(|(a, b)| Event::Toggle(a, b)),
+            (0..n, 0..n, 1u16..2000).prop_map(|(a, b, c)| Event::Cost(a, b, c)),
+            any::<usize>().prop_map(Event::Deliver),
+            any::<usize>().prop_map(Event::Deliver),
+            any::<usize>().prop_map(Event::Deliver),
+            any::<usize>().prop_map(Event::Drop),
+            (1u64..6000).prop_map(Event::Tick),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Random topology, random link failures and cost changes, messages delivered in any
+        /// order or lost: no routing loop ever forms. Then, once the network is left alone,
+        /// every connected pair has a route and the route follows live links.
+        #[test]
+        fn loop_free_under_churn_and_convergent_after(
+            seed in any::<u64>(),
+            events in proptest::collection::vec(event(7), 1..300),
+        ) {
+            let n = 7;
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut net = Net::new(n);
+            for a in 0..n {
+                for b in (a + 1)..n {
+                    if rng.random_bool(0.4) {
+                        net.link_up(a, b, rng.random_range(1..1000));
+                    }
+                }
+            }
+            for e in events {
+                match e {
+                    Event::Toggle(a, b) if a != b => {
+                        if net.up(a, b) { net.link_down(a, b) } else { net.link_up(a, b, 300) }
+                    }
+                    Event::Cost(a, b, c) if a != b && net.up(a, b) => net.link_up(a, b, c),
+                    Event::Deliver(k) if !net.in_flight.is_empty() => {
+                        let k = k % net.in_flight.len();
+                        net.deliver(k);
+                    }
+                    Event::Drop(k) if !net.in_flight.is_empty() => {
+                        let k = k % net.in_flight.len();
+                        net.in_flight.remove(k);
+                    }
+                    Event::Tick(ms) => net.tick(ms),
+                    _ => {}
+                }
+                net.assert_loop_free();
+            }
+            net.settle();
+            net.assert_loop_free();
+            for a in 0..n {
+                for b in 0..n {
+                    if a == b { continue; }
+                    let hop = net.nodes[a].next_hop(&id(b));
+                    if net.connected(a, b) {
+                        let hop = hop.map(|h| net.index(h));
+                        prop_assert!(hop.is_some_and(|h| net.up(a, h)), "{a} has no live route to {b}");
+                    } else {
+                        prop_assert_eq!(hop, None, "{} routes to unreachable {}", a, b);
+                    }
+                }
+            }
+        }
+    }
+}
