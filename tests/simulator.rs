@@ -1,4 +1,5 @@
 //! Simulator scenarios run as tests: the report is asserted, never the wall time.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is the test failing
 
 use std::time::Duration;
 

@@ -1,4 +1,5 @@
 //! The supervisor restarts a crashed child, counts it, and keeps routing to the new one.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is the test failing
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

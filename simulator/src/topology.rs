@@ -198,8 +198,8 @@ fn random_geometric(builder: &mut Builder, mean_degree: f64, rng: &mut ChaCha8Rn
             .unwrap_or(0);
         let mut best: Option<(f64, usize, usize)> = None;
         for &a in &parts[smallest] {
-            for b in 0..n {
-                if part_of[b] != smallest {
+            for (b, &part) in part_of.iter().enumerate() {
+                if part != smallest {
                     let d = dist2(a, b);
                     if best.is_none_or(|(bd, _, _)| d < bd) {
                         best = Some((d, a, b));
