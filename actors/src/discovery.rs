@@ -1,16 +1,33 @@
 //! The `Discovery` actor: drives the discovery state machine on tokio time.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
-use x0_protocols::discovery::{Beacon, Discovery, DiscoveryConfig, DiscoveryEvent, Output};
-use x0_protocols::{Envelope, Identity, Kind, Millis, NodeId};
+use x0_protocols::discovery::{
+    Beacon, Discovery, DiscoveryConfig, DiscoveryEvent, Neighbor, Output,
+};
+use x0_protocols::routing::link_cost;
+use x0_protocols::{Envelope, Identity, Kind, NodeId};
 
 use crate::clock::NodeClock;
 use crate::port::{NetworkPort, Topic};
+use crate::supervisor::NodeMsg;
+use crate::timer::Timer;
+
+/// What discovery tells the rest of the node about its links.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkEvent {
+    Up { neighbor: NodeId, cost: u16 },
+    Cost { neighbor: NodeId, cost: u16 },
+    Down { neighbor: NodeId },
+}
+
+/// A link cost is re-announced only when it moved by more than this fraction: measured
+/// loss and RTT jitter, and every announcement can ripple through the routing tables.
+const COST_HYSTERESIS: f64 = 0.15;
 
 /// What the neighbor table says about one neighbor, for the API and the simulator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -42,15 +59,16 @@ pub struct DiscoveryArgs {
     pub clock: NodeClock,
     /// Inbound beacons queued for this actor; the supervisor stops forwarding past a bound.
     pub pending: Arc<AtomicUsize>,
+    /// Where link events go (the supervisor, which hands them to routing).
+    pub supervisor: ActorRef<NodeMsg>,
 }
 
 pub struct DiscoveryState {
     protocol: Discovery,
     args: DiscoveryArgs,
-    /// Neighbors whose beacon signature we have checked since they last came up.
-    verified: BTreeSet<NodeId>,
-    timer_generation: u64,
-    timer_at: Option<Millis>,
+    /// The link cost last announced for each neighbor.
+    announced: BTreeMap<NodeId, u16>,
+    timer: Timer,
 }
 
 pub struct DiscoveryActor;
@@ -74,9 +92,8 @@ impl Actor for DiscoveryActor {
         let mut state = DiscoveryState {
             protocol,
             args,
-            verified: BTreeSet::new(),
-            timer_generation: 0,
-            timer_at: None,
+            announced: BTreeMap::new(),
+            timer: Timer::default(),
         };
         state.arm_timer(&myself);
         Ok(state)
@@ -94,10 +111,9 @@ impl Actor for DiscoveryActor {
                 state.take_beacon(&envelope);
             }
             DiscoveryMsg::Tick(generation) => {
-                if generation != state.timer_generation {
+                if !state.timer.fire(generation) {
                     return Ok(());
                 }
-                state.timer_at = None;
                 let now = state.args.clock.now();
                 state.protocol.handle_timeout(now);
             }
@@ -114,22 +130,8 @@ impl Actor for DiscoveryActor {
 }
 
 impl DiscoveryState {
-    /// Takes a beacon into the table.
-    ///
-    /// The signature is checked on the first beacon of each neighbor (and again after it
-    /// went down), not on every one: beacons are one-hop, the supervisor has already
-    /// required `from` to be the transport-authenticated link peer (Noise in the node, the
-    /// link table in the simulator), so later checks would prove nothing new. The first
-    /// check catches a peer whose envelope key does not match its transport key. Checking
-    /// every beacon cost 90% of a 1000-node simulation's CPU (measured with perf).
+    /// Takes a beacon (its sender already authenticated by the supervisor) into the table.
     fn take_beacon(&mut self, envelope: &Envelope) {
-        if !self.verified.contains(&envelope.from)
-            && let Err(e) = envelope.verify()
-        {
-            metrics::counter!("x0_node_envelope_rejected_total", "kind" => "beacon", "reason" => e.reason())
-                .increment(1);
-            return;
-        }
         let beacon: Beacon = match envelope.decode_payload() {
             Ok(b) => b,
             Err(e) => {
@@ -141,9 +143,17 @@ impl DiscoveryState {
         metrics::counter!("x0_discovery_beacons_received_total").increment(1);
         let now = self.args.clock.now();
         match self.protocol.handle_beacon(now, envelope.from, &beacon) {
-            // Only table members are remembered, so the set is bounded like the table.
             Ok(()) => {
-                self.verified.insert(envelope.from);
+                if let Some(neighbor) = self.protocol.neighbor(&envelope.from) {
+                    let cost = cost_of(neighbor);
+                    let moved = self.announced.get(&envelope.from).is_some_and(|&last| {
+                        (f64::from(cost) - f64::from(last)).abs() > COST_HYSTERESIS * f64::from(last)
+                    });
+                    if moved {
+                        self.announced.insert(envelope.from, cost);
+                        self.tell(LinkEvent::Cost { neighbor: envelope.from, cost });
+                    }
+                }
             }
             Err(reason) => metrics::counter!("x0_discovery_beacons_ignored_total", "reason" => format!("{reason:?}"))
                 .increment(1),
@@ -161,31 +171,29 @@ impl DiscoveryState {
                 }
                 Output::Event(DiscoveryEvent::NeighborUp(id)) => {
                     tracing::info!(neighbor = %id, "neighbor up");
+                    let cost = self.protocol.neighbor(&id).map_or(u16::MAX - 1, cost_of);
+                    self.announced.insert(id, cost);
+                    self.tell(LinkEvent::Up { neighbor: id, cost });
                 }
                 Output::Event(DiscoveryEvent::NeighborDown(id)) => {
-                    self.verified.remove(&id);
+                    self.announced.remove(&id);
                     tracing::info!(neighbor = %id, "neighbor down");
+                    self.tell(LinkEvent::Down { neighbor: id });
                 }
             }
         }
         metrics::gauge!("x0_discovery_peers").set(self.protocol.neighbors().count() as f64);
     }
 
-    /// Makes sure a tick is scheduled for the protocol's next deadline. A later-armed,
-    /// earlier timer supersedes the old one; the old one's tick is then ignored.
     fn arm_timer(&mut self, myself: &ActorRef<DiscoveryMsg>) {
-        let Some(deadline) = self.protocol.next_deadline() else {
-            return;
-        };
-        if self.timer_at.is_some_and(|at| at <= deadline) {
-            return;
-        }
-        self.timer_generation += 1;
-        self.timer_at = Some(deadline);
-        let generation = self.timer_generation;
-        myself.send_after(self.args.clock.until(deadline), move || {
-            DiscoveryMsg::Tick(generation)
-        });
+        let deadline = self.protocol.next_deadline();
+        self.timer
+            .arm(myself, &self.args.clock, deadline, DiscoveryMsg::Tick);
+    }
+
+    fn tell(&self, event: LinkEvent) {
+        // The supervisor outlives its children; if it is gone the node is stopping.
+        let _ = self.args.supervisor.cast(NodeMsg::Link(event));
     }
 
     fn neighbor_infos(&self) -> Vec<NeighborInfo> {
@@ -203,4 +211,8 @@ impl DiscoveryState {
             })
             .collect()
     }
+}
+
+fn cost_of(neighbor: &Neighbor) -> u16 {
+    link_cost(neighbor.damped_loss(), neighbor.rtt_ms)
 }

@@ -7,7 +7,9 @@
 pub mod clock;
 pub mod discovery;
 pub mod port;
+pub mod routing;
 pub mod supervisor;
+pub mod timer;
 
 use std::time::Duration;
 
@@ -17,6 +19,7 @@ use x0_protocols::NodeId;
 
 pub use discovery::NeighborInfo;
 pub use port::{Inbound, NetworkPort, PortError, Topic};
+pub use routing::RouteEntry;
 pub use supervisor::{NodeArgs, NodeMsg, NodeSettings, NodeStatus, NodeSupervisor, Subsystem};
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +71,10 @@ impl NodeHandle {
 
     pub async fn neighbors(&self) -> Result<Vec<NeighborInfo>, ActorError> {
         self.query(NodeMsg::Neighbors).await
+    }
+
+    pub async fn routes(&self) -> Result<Vec<RouteEntry>, ActorError> {
+        self.query(NodeMsg::Routes).await
     }
 
     pub async fn status(&self) -> Result<NodeStatus, ActorError> {

@@ -96,6 +96,13 @@ impl Neighbor {
         1.0 - f64::from(received) / f64::from(self.window_span)
     }
 
+    /// Loss as a fraction of a full window: what link costs use, so that one lost beacon
+    /// among a new neighbor's first three does not read as 33% loss and upset routing.
+    pub fn damped_loss(&self) -> f64 {
+        let received = self.received_window.count_ones().min(self.window_span);
+        f64::from(self.window_span - received) / f64::from(LOSS_WINDOW)
+    }
+
     fn new(id: NodeId, now: Millis, seq: u32) -> Self {
         Neighbor {
             id,
@@ -397,6 +404,8 @@ mod tests {
         }
         let loss = d.neighbor(&id(2)).expect("present").loss();
         assert!((loss - 0.3).abs() < 1e-9, "loss {loss}");
+        let damped = d.neighbor(&id(2)).expect("present").damped_loss();
+        assert!((damped - 3.0 / 32.0).abs() < 1e-9, "damped {damped}");
         // A late arrival fills its gap.
         d.handle_beacon(Millis(9500), id(2), &beacon(5))
             .expect("accepted");

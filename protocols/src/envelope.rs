@@ -25,18 +25,22 @@ const SIGNING_DOMAIN: &[u8] = b"x0tta6bl4/envelope/v1\0";
 pub enum Kind {
     /// A discovery beacon (one hop, to every neighbor).
     Beacon,
+    /// A routing update or seqno request (one hop).
+    Routing,
 }
 
 impl Kind {
     pub fn code(self) -> u16 {
         match self {
             Kind::Beacon => 1,
+            Kind::Routing => 2,
         }
     }
 
     pub fn from_code(code: u16) -> Result<Kind, EnvelopeError> {
         match code {
             1 => Ok(Kind::Beacon),
+            2 => Ok(Kind::Routing),
             other => Err(EnvelopeError::UnknownKind(other)),
         }
     }
@@ -45,6 +49,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Beacon => "beacon",
+            Kind::Routing => "routing",
         }
     }
 }

@@ -34,15 +34,24 @@ pub struct RoutingConfig {
     pub request_hop_limit: u8,
     /// A seqno request for one destination is not repeated more often than this.
     pub request_interval_ms: u64,
+    /// Changes are collected this long before a triggered update carries them all, so a
+    /// burst of changes costs one message instead of one per change.
+    pub triggered_delay_ms: u64,
+    /// A metric change smaller than this fraction (same next hop and seqno) waits for the
+    /// periodic update. Safe: loop freedom rests on each node's own feasibility distance,
+    /// not on how fresh its neighbors' view of it is.
+    pub significant_change: f64,
 }
 
 impl Default for RoutingConfig {
     fn default() -> Self {
         RoutingConfig {
-            update_interval_ms: 4000,
-            route_expiry_ms: 14_000,
+            update_interval_ms: 20_000,
+            route_expiry_ms: 70_000,
             request_hop_limit: 32,
             request_interval_ms: 1000,
+            triggered_delay_ms: 200,
+            significant_change: 0.25,
         }
     }
 }
@@ -152,6 +161,8 @@ pub struct Routing {
     feasibility: BTreeMap<NodeId, Feasibility>,
     /// Destinations whose change must go out in the next triggered update.
     dirty: BTreeSet<NodeId>,
+    /// When the pending triggered update goes out.
+    triggered_at: Option<Millis>,
     last_request: BTreeMap<NodeId, Millis>,
     next_full_update: Millis,
     outputs: VecDeque<Output>,
@@ -168,6 +179,7 @@ impl Routing {
             selected: BTreeMap::new(),
             feasibility: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            triggered_at: None,
             last_request: BTreeMap::new(),
             next_full_update: now,
             outputs: VecDeque::new(),
@@ -197,7 +209,7 @@ impl Routing {
             ));
         }
         self.reselect_all(now);
-        self.flush_triggered();
+        self.schedule_triggered(now);
     }
 
     /// A neighbor is gone: every route through it goes too.
@@ -209,7 +221,7 @@ impl Routing {
             routes.remove(&neighbor);
         }
         self.reselect_all(now);
-        self.flush_triggered();
+        self.schedule_triggered(now);
     }
 
     pub fn handle_message(&mut self, now: Millis, from: NodeId, message: RoutingMessage) {
@@ -235,15 +247,21 @@ impl Routing {
                     if advert.destination == self.me {
                         continue;
                     }
-                    self.heard.entry(advert.destination).or_default().insert(
-                        from,
-                        Heard {
-                            seqno: advert.seqno,
-                            metric: advert.metric,
-                            at: now,
-                        },
-                    );
-                    self.reselect(now, advert.destination);
+                    let routes = self.heard.entry(advert.destination).or_default();
+                    let fresh = Heard {
+                        seqno: advert.seqno,
+                        metric: advert.metric,
+                        at: now,
+                    };
+                    let unchanged = routes
+                        .insert(from, fresh)
+                        .is_some_and(|old| old.seqno == fresh.seqno && old.metric == fresh.metric);
+                    // A periodic refresh of what we already know changes no choice, unless
+                    // we are starved (then reselecting retries the seqno request).
+                    // Skipping it keeps full dumps cheap at 1000 nodes.
+                    if !unchanged || !self.selected.contains_key(&advert.destination) {
+                        self.reselect(now, advert.destination);
+                    }
                 }
             }
             RoutingMessage::SeqnoRequest {
@@ -252,7 +270,7 @@ impl Routing {
                 hops_left,
             } => self.handle_request(from, destination, seqno, hops_left),
         }
-        self.flush_triggered();
+        self.schedule_triggered(now);
     }
 
     pub fn handle_timeout(&mut self, now: Millis) {
@@ -269,9 +287,14 @@ impl Routing {
         for destination in touched {
             self.reselect(now, destination);
         }
+        if self.triggered_at.is_some_and(|at| now >= at) {
+            self.triggered_at = None;
+            self.send_triggered();
+        }
         if now >= self.next_full_update {
             self.next_full_update = now.plus(self.config.update_interval_ms);
             self.dirty.clear();
+            self.triggered_at = None;
             let table = self.full_table();
             self.outputs
                 .push_back(Output::Broadcast(RoutingMessage::Update {
@@ -279,7 +302,7 @@ impl Routing {
                     complete: true,
                 }));
         }
-        self.flush_triggered();
+        self.schedule_triggered(now);
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -293,7 +316,11 @@ impl Routing {
             .flat_map(|routes| routes.values())
             .map(|h| h.at.plus(self.config.route_expiry_ms))
             .min();
-        Some(expiry.map_or(self.next_full_update, |e| e.min(self.next_full_update)))
+        let periodic = match self.triggered_at {
+            Some(at) => at.min(self.next_full_update),
+            None => self.next_full_update,
+        };
+        Some(expiry.map_or(periodic, |e| e.min(periodic)))
     }
 
     /// The next hop toward `destination`, if we have a route.
@@ -309,6 +336,11 @@ impl Routing {
             seqno: s.seqno,
             since: s.since,
         })
+    }
+
+    /// Live links and their costs.
+    pub fn links(&self) -> impl Iterator<Item = (NodeId, u16)> + '_ {
+        self.links.iter().map(|(n, c)| (*n, *c))
     }
 
     pub fn seqno(&self) -> u32 {
@@ -398,7 +430,15 @@ impl Routing {
                 } else if seqno == entry.seqno {
                     entry.metric = entry.metric.min(metric);
                 }
-                self.dirty.insert(destination);
+                let significant = current.is_none_or(|c| {
+                    c.next_hop != next_hop
+                        || c.seqno != seqno
+                        || f64::from(c.metric.abs_diff(metric))
+                            > self.config.significant_change * f64::from(c.metric)
+                });
+                if significant {
+                    self.dirty.insert(destination);
+                }
                 if current.is_none_or(|c| c.next_hop != next_hop || c.metric != metric) {
                     self.outputs.push_back(Output::RouteChanged {
                         destination,
@@ -486,8 +526,14 @@ impl Routing {
         }
     }
 
+    fn schedule_triggered(&mut self, now: Millis) {
+        if !self.dirty.is_empty() && self.triggered_at.is_none() {
+            self.triggered_at = Some(now.plus(self.config.triggered_delay_ms));
+        }
+    }
+
     /// Sends what changed since the last update (the triggered update of RFC 8966).
-    fn flush_triggered(&mut self) {
+    fn send_triggered(&mut self) {
         if self.dirty.is_empty() {
             return;
         }
@@ -613,9 +659,10 @@ mod tests {
             self.collect();
         }
 
-        /// Delivers everything in order until quiet, with periodic ticks.
+        /// Delivers everything in order, with ticks, for three periodic-update intervals.
         fn settle(&mut self) {
-            for _ in 0..40 {
+            let rounds = 3 * RoutingConfig::default().update_interval_ms / 500;
+            for _ in 0..rounds {
                 while !self.in_flight.is_empty() {
                     self.deliver(0);
                 }

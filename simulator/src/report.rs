@@ -22,6 +22,8 @@ pub struct Report {
     pub actor_restarts: u64,
     pub envelope_decode_errors: u64,
     pub discovery: DiscoveryReport,
+    /// Present when the scenario enables routing.
+    pub routing: Option<RoutingReport>,
     /// Peak resident memory of the whole process (Linux `VmHWM`); `None` elsewhere.
     pub peak_rss_bytes: Option<u64>,
     pub peak_rss_bytes_per_node: Option<u64>,
@@ -41,6 +43,18 @@ pub struct DiscoveryReport {
     pub mean_rtt_ms: Option<f64>,
     /// Mean measured loss over all table entries.
     pub mean_loss: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RoutingReport {
+    /// Fraction of ordered node pairs (a, b) where a has a route to b at the end.
+    pub pairs_with_route: f64,
+    /// Next-hop chains at the end that revisit a node (must be zero).
+    pub loops_detected: usize,
+    /// Next-hop chains at the end that dead-end before their destination.
+    pub broken_chains: usize,
+    /// Mean number of routes per node.
+    pub mean_routes: f64,
 }
 
 impl Report {
@@ -88,6 +102,16 @@ impl fmt::Display for Report {
             d.true_mean_degree,
             d.phantom_neighbors
         )?;
+        if let Some(r) = &self.routing {
+            writeln!(
+                f,
+                "routing: {:.2}% of node pairs have a route; {} loops, {} broken chains; {:.1} routes per node",
+                r.pairs_with_route * 100.0,
+                r.loops_detected,
+                r.broken_chains,
+                r.mean_routes
+            )?;
+        }
         if let Some(rtt) = d.mean_rtt_ms {
             writeln!(
                 f,

@@ -10,7 +10,7 @@ use x0_actors::{NodeArgs, NodeHandle, NodeSettings};
 use x0_protocols::{Identity, NodeId};
 
 use crate::net::SimNetwork;
-use crate::report::{DiscoveryReport, Report, peak_rss_bytes};
+use crate::report::{DiscoveryReport, Report, RoutingReport, peak_rss_bytes};
 use crate::scenario::Scenario;
 use crate::topology::Topology;
 
@@ -96,6 +96,7 @@ async fn simulate(
     );
     let settings = NodeSettings {
         discovery: scenario.discovery_config(),
+        routing: scenario.routing_config(),
         ..NodeSettings::default()
     };
     let mut node_rng = seeds.stream();
@@ -133,6 +134,10 @@ async fn simulate(
     let virtual_seconds = start.elapsed().as_secs_f64();
 
     let discovery = measure_discovery(&nodes, &topology, &ids).await?;
+    let routing = match scenario.routing.enabled {
+        true => Some(measure_routing(&nodes, &ids).await?),
+        false => None,
+    };
     let mut actor_restarts = 0;
     let mut decode_errors = 0;
     for (index, node) in nodes.iter().enumerate() {
@@ -166,6 +171,7 @@ async fn simulate(
         actor_restarts,
         envelope_decode_errors: decode_errors,
         discovery,
+        routing,
         peak_rss_bytes: None,
         peak_rss_bytes_per_node: None,
     })
@@ -222,5 +228,89 @@ async fn measure_discovery(
         } else {
             0.0
         },
+    })
+}
+
+/// Walks every node's next-hop chain toward every destination.
+async fn measure_routing(
+    nodes: &[Arc<NodeHandle>],
+    ids: &[NodeId],
+) -> Result<RoutingReport, SimError> {
+    let n = nodes.len();
+    let index: std::collections::HashMap<NodeId, u32> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (*id, i as u32))
+        .collect();
+    // next[a] holds (destination, next hop) sorted by destination.
+    let mut next: Vec<Vec<(u32, u32)>> = Vec::with_capacity(n);
+    let mut total_routes = 0usize;
+    for (i, node) in nodes.iter().enumerate() {
+        let routes = node.routes().await.map_err(|e| SimError::NodeQuery {
+            index: i,
+            message: e.to_string(),
+        })?;
+        total_routes += routes.len();
+        let mut table: Vec<(u32, u32)> = routes
+            .iter()
+            .filter_map(|r| Some((*index.get(&r.destination)?, *index.get(&r.next_hop)?)))
+            .collect();
+        table.sort_unstable();
+        next.push(table);
+    }
+    let hop = |from: usize, to: u32| -> Option<u32> {
+        next[from]
+            .binary_search_by_key(&to, |(d, _)| *d)
+            .ok()
+            .map(|k| next[from][k].1)
+    };
+    let mut loops = 0;
+    let mut broken = 0;
+    // Per destination, mark each node once: 0 unvisited, 1 on the current walk, 2 settled.
+    let mut mark = vec![0u8; n];
+    for d in 0..n as u32 {
+        mark.iter_mut().for_each(|m| *m = 0);
+        mark[d as usize] = 2;
+        for start in 0..n {
+            if mark[start] != 0 || hop(start, d).is_none() {
+                continue;
+            }
+            let mut path = vec![start];
+            mark[start] = 1;
+            let mut at = start;
+            loop {
+                match hop(at, d) {
+                    None => {
+                        broken += 1;
+                        break;
+                    }
+                    Some(h) => {
+                        let h = h as usize;
+                        match mark[h] {
+                            1 => {
+                                loops += 1;
+                                break;
+                            }
+                            2 => break,
+                            _ => {
+                                mark[h] = 1;
+                                path.push(h);
+                                at = h;
+                            }
+                        }
+                    }
+                }
+            }
+            for p in path {
+                mark[p] = 2;
+            }
+        }
+    }
+    let pairs = (n * n.saturating_sub(1)).max(1) as f64;
+    Ok(RoutingReport {
+        pairs_with_route: total_routes as f64 / pairs,
+        loops_detected: loops,
+        broken_chains: broken,
+        mean_routes: total_routes as f64 / n.max(1) as f64,
     })
 }

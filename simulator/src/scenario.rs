@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 use x0_protocols::discovery::DiscoveryConfig;
+use x0_protocols::routing::RoutingConfig;
 
 use crate::net::LinkModel;
 use crate::topology::TopologyKind;
@@ -47,6 +48,16 @@ pub struct Scenario {
     pub link: LinkModel,
     #[serde(default)]
     pub discovery: DiscoverySection,
+    #[serde(default)]
+    pub routing: RoutingSection,
+}
+
+/// Routing in the simulation. Off by default for now: at 1000 nodes its full-table
+/// updates cost more than the 10x-real-time budget allows (see BENCHMARKS.md).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingSection {
+    pub enabled: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -184,6 +195,10 @@ impl Scenario {
             ));
         }
         Ok(())
+    }
+
+    pub fn routing_config(&self) -> Option<RoutingConfig> {
+        self.routing.enabled.then(RoutingConfig::default)
     }
 
     pub fn discovery_config(&self) -> DiscoveryConfig {
