@@ -6,6 +6,8 @@
 //! `x0-node` (libp2p, HTTP API, config, keys) and `x0-simulator` (thousands of nodes on
 //! virtual time).
 
+pub mod cluster;
+
 pub use x0_actors as actors;
 pub use x0_node as node;
 pub use x0_protocols as protocols;

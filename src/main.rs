@@ -20,17 +20,36 @@ struct Cli {
 enum Command {
     /// Simulate a mesh of many nodes on virtual time and report what happened.
     Simulate(commands::simulate::SimulateArgs),
+    /// Run a node from its config file until SIGINT or SIGTERM.
+    Node(commands::node::NodeArgs),
+    /// Start every node of a cluster file as its own process.
+    Cluster(commands::cluster::ClusterArgs),
+    /// Print the neighbor table of a running node.
+    Peers(commands::peers::PeersArgs),
+    /// Create a node identity (Ed25519 + ML-KEM-768) in a directory.
+    Keygen(commands::keygen::KeygenArgs),
 }
 
 fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // A node's log is its operator's view; a simulation's thousand nodes would drown the
+    // summary, so there only warnings show unless RUST_LOG says otherwise.
+    let default_level = match cli.command {
+        Command::Simulate(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    match cli.command {
         Command::Simulate(args) => commands::simulate::run(args),
+        Command::Node(args) => commands::node::run(args),
+        Command::Cluster(args) => commands::cluster::run(args),
+        Command::Peers(args) => commands::peers::run(args),
+        Command::Keygen(args) => commands::keygen::run(args),
     }
 }

@@ -89,3 +89,14 @@ fn the_report_serializes_with_the_documented_fields() {
     assert!(json["discovery"]["mean_neighbors"].is_f64());
     assert_eq!(json["topology"], "full");
 }
+
+#[test]
+fn with_routing_every_pair_gets_a_loop_free_route() {
+    let mut s = scenario(80, 20, 5, TopologyKind::RandomGeometric);
+    s.routing.enabled = true;
+    let report = simulate(&s);
+    let routing = report.routing.expect("routing measured");
+    assert_eq!(routing.loops_detected, 0);
+    assert_eq!(routing.broken_chains, 0);
+    assert!((routing.pairs_with_route - 1.0).abs() < 1e-9, "{report}");
+}

@@ -1,0 +1,318 @@
+//! The real x0tta6bl4 node: the actor tree of `x0-actors` on a libp2p swarm, with an HTTP
+//! API, Prometheus metrics, a TOML config and an identity kept on disk.
+//!
+//! Run it from the command line (`x0tta6bl4 node --config node.toml`) or embed it:
+//!
+//! ```
+//! # async fn example() -> Result<(), x0_node::NodeError> {
+//! let dir = std::env::temp_dir().join(format!("x0-doc-{}", std::process::id()));
+//! let node = x0_node::Node::builder()
+//!     .data_dir(&dir)
+//!     .listen("/ip4/127.0.0.1/tcp/0".parse().expect("a multiaddr"))
+//!     .spawn()
+//!     .await?;
+//! println!("node {} listens on {:?}", node.id(), node.listen_addrs().await);
+//! assert!(node.neighbors().await?.is_empty(), "nobody else is here");
+//! node.shutdown().await;
+//! # let _ = std::fs::remove_dir_all(&dir);
+//! # Ok(())
+//! # }
+//! # tokio::runtime::Runtime::new().expect("runtime").block_on(example()).expect("runs");
+//! ```
+
+pub mod api;
+pub mod config;
+pub mod keystore;
+pub mod metrics;
+pub mod p2p;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use libp2p::Multiaddr;
+use x0_actors::{ActorError, NeighborInfo, NodeArgs, NodeHandle, NodeSettings, NodeStatus};
+use x0_protocols::NodeId;
+
+pub use config::NodeConfig;
+pub use x0_actors::RouteEntry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("no data directory given (NodeBuilder::data_dir)")]
+    NoDataDir,
+    #[error("identity: {0}")]
+    Keystore(#[from] keystore::KeystoreError),
+    #[error("network: {0}")]
+    Network(#[from] p2p::SwarmError),
+    #[error("HTTP API on {addr}: {source}")]
+    Api {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Actors(#[from] ActorError),
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+}
+
+/// Builds a node; see the crate docs for an example.
+#[derive(Debug, Default)]
+pub struct NodeBuilder {
+    name: Option<String>,
+    data_dir: Option<PathBuf>,
+    listen: Vec<Multiaddr>,
+    bootstrap: Vec<Multiaddr>,
+    max_peers: Option<usize>,
+    api_listen: Option<SocketAddr>,
+    seed: Option<u64>,
+    settings: NodeSettings,
+}
+
+impl NodeBuilder {
+    /// Everything from a validated config file.
+    pub fn config(self, config: &NodeConfig) -> Self {
+        NodeBuilder {
+            name: config.name.clone(),
+            data_dir: Some(config.data_dir.clone()),
+            listen: config.listen.clone(),
+            bootstrap: config.bootstrap.clone(),
+            max_peers: Some(config.max_peers),
+            api_listen: config.api_listen,
+            seed: config.seed,
+            settings: config.node_settings(),
+        }
+    }
+
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Where the identity lives (created on first start, kept afterwards).
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// A libp2p listen address; port 0 picks a free port. Defaults to 127.0.0.1, TCP, port 0.
+    pub fn listen(mut self, addr: Multiaddr) -> Self {
+        self.listen.push(addr);
+        self
+    }
+
+    /// An address of a node already in the mesh (`/p2p/<id>` suffix optional).
+    pub fn bootstrap(mut self, addr: Multiaddr) -> Self {
+        self.bootstrap.push(addr);
+        self
+    }
+
+    /// Serve the HTTP API here; without it the node runs no HTTP server.
+    pub fn api_listen(mut self, addr: SocketAddr) -> Self {
+        self.api_listen = Some(addr);
+        self
+    }
+
+    /// Seed for protocol randomness (beacon jitter); from the OS when not set.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    pub fn settings(mut self, settings: NodeSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Starts the node: identity, swarm, actors, and the HTTP API if configured.
+    pub async fn spawn(self) -> Result<Node, NodeError> {
+        let data_dir = self.data_dir.ok_or(NodeError::NoDataDir)?;
+        let identity = Arc::new(keystore::load_or_create(&data_dir)?);
+        let metrics = metrics::handle();
+        let listen = if self.listen.is_empty() {
+            vec![
+                "/ip4/127.0.0.1/tcp/0"
+                    .parse()
+                    .map_err(|_| NodeError::NoDataDir)?,
+            ]
+        } else {
+            self.listen
+        };
+        let needs_peers = !self.bootstrap.is_empty();
+        let swarm = p2p::spawn_swarm(
+            &identity,
+            p2p::SwarmConfig {
+                listen,
+                bootstrap: self.bootstrap,
+                max_peers: self.max_peers.unwrap_or(64),
+            },
+        )
+        .await?;
+        let seed = match self.seed {
+            Some(seed) => seed,
+            None => {
+                let mut bytes = [0u8; 8];
+                getrandom::fill(&mut bytes)
+                    .map_err(|e| keystore::KeystoreError::Entropy(e.to_string()))?;
+                u64::from_le_bytes(bytes)
+            }
+        };
+        let handle = Arc::new(
+            NodeHandle::spawn(NodeArgs {
+                identity: identity.clone(),
+                port: Arc::new(swarm.port.clone()),
+                settings: self.settings,
+                seed,
+            })
+            .await?,
+        );
+        let forwarder = tokio::spawn(forward_inbound(swarm.inbound, handle.clone()));
+
+        let mut api_addr = None;
+        let mut api_task = None;
+        if let Some(addr) = self.api_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::Api { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| NodeError::Api { addr, source })?;
+            let state = Arc::new(api::ApiState {
+                node: handle.clone(),
+                name: self.name.clone(),
+                swarm: swarm.control.clone(),
+                needs_peers,
+                api_addr: bound,
+                metrics,
+            });
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let server =
+                axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
+                    let _ = stop_rx.await;
+                });
+            api_task = Some((
+                stop_tx,
+                tokio::spawn(async move {
+                    if let Err(e) = server.await {
+                        tracing::error!(error = %e, "HTTP API stopped");
+                    }
+                }),
+            ));
+            api_addr = Some(bound);
+        }
+        tracing::info!(id = %identity.id(), "node started");
+        Ok(Node {
+            id: identity.id(),
+            name: self.name,
+            handle,
+            swarm: swarm.control,
+            swarm_task: swarm.task,
+            forwarder,
+            api_addr,
+            api_task,
+        })
+    }
+}
+
+/// Moves envelopes from the swarm to the actors: the one place the two meet.
+async fn forward_inbound(
+    mut inbound: tokio::sync::mpsc::Receiver<x0_actors::Inbound>,
+    node: Arc<NodeHandle>,
+) {
+    while let Some(envelope) = inbound.recv().await {
+        node.deliver(envelope);
+    }
+}
+
+/// A running node.
+pub struct Node {
+    id: NodeId,
+    name: Option<String>,
+    handle: Arc<NodeHandle>,
+    swarm: p2p::SwarmControl,
+    swarm_task: tokio::task::JoinHandle<()>,
+    forwarder: tokio::task::JoinHandle<()>,
+    api_addr: Option<SocketAddr>,
+    api_task: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
+}
+
+impl Node {
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder::default()
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The addresses the node listens on, with the real ports.
+    pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
+        self.swarm.listen_addrs().await
+    }
+
+    /// Where the HTTP API listens, if it runs.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_addr
+    }
+
+    pub async fn neighbors(&self) -> Result<Vec<NeighborInfo>, NodeError> {
+        Ok(self.handle.neighbors().await?)
+    }
+
+    pub async fn routes(&self) -> Result<Vec<RouteEntry>, NodeError> {
+        Ok(self.handle.routes().await?)
+    }
+
+    pub async fn status(&self) -> Result<NodeStatus, NodeError> {
+        Ok(self.handle.status().await?)
+    }
+
+    /// Stops the HTTP API, the actors and the swarm, in that order, and waits for each.
+    pub async fn shutdown(self) {
+        if let Some((stop, task)) = self.api_task {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+        self.forwarder.abort();
+        let _ = self.forwarder.await;
+        if let Ok(handle) = Arc::try_unwrap(self.handle) {
+            handle.shutdown().await;
+        }
+        self.swarm.shutdown().await;
+        let _ = self.swarm_task.await;
+        tracing::info!(id = %self.id, "node stopped");
+    }
+}
+
+/// Runs a node from its config until SIGINT or SIGTERM, then shuts it down gracefully.
+pub async fn run_until_signal(config: NodeConfig) -> anyhow::Result<()> {
+    let node = Node::builder().config(&config).spawn().await?;
+    println!("node id: {}", node.id());
+    for addr in node.listen_addrs().await {
+        println!("listening on: {addr}/p2p/{}", node.id());
+    }
+    if let Some(api) = node.api_addr() {
+        println!("api: http://{api}");
+    }
+    wait_for_signal().await?;
+    println!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}

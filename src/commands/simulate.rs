@@ -1,5 +1,6 @@
 //! `x0tta6bl4 simulate`: run a scenario in the simulator and report.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -32,6 +33,9 @@ pub struct SimulateArgs {
     /// One-way link latency in milliseconds.
     #[arg(long)]
     latency_ms: Option<f64>,
+    /// Run the routing actor in every node too (off by default at this stage).
+    #[arg(long)]
+    routing: bool,
     /// Write the full report as JSON here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -61,14 +65,26 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     );
     let report = x0_simulator::run(&scenario, |p| bar.set_position(p.virtual_elapsed.as_secs()))?;
     bar.finish_and_clear();
-    println!("{report}");
+    // The report file first: a reader that closes stdout early must not cost it.
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(&report).context("serializing the report")?;
-        std::fs::write(path, json + "\n")
+        // Written aside and renamed, so a crash never leaves half a report behind.
+        let partial = path.with_extension("json.tmp");
+        std::fs::write(&partial, json + "\n")
+            .and_then(|()| std::fs::rename(&partial, path))
             .with_context(|| format!("writing the report to {}", path.display()))?;
-        println!("report written to {}", path.display());
     }
-    Ok(())
+    let mut out = std::io::stdout().lock();
+    let mut summary = format!("{report}\n");
+    if let Some(path) = &args.report {
+        summary.push_str(&format!("report written to {}\n", path.display()));
+    }
+    match out.write_all(summary.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("printing the summary")
+        }
+        _ => Ok(()),
+    }
 }
 
 fn scenario_from(args: &SimulateArgs) -> Result<Scenario> {
@@ -93,6 +109,9 @@ fn scenario_from(args: &SimulateArgs) -> Result<Scenario> {
     }
     if let Some(latency) = args.latency_ms {
         scenario.link.latency_ms = latency;
+    }
+    if args.routing {
+        scenario.routing.enabled = true;
     }
     scenario.validate(&format!("{origin} (with command-line overrides)"))?;
     Ok(scenario)

@@ -1,0 +1,186 @@
+//! Helpers for tests that run real `x0tta6bl4` processes on 127.0.0.1.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port that was free a moment ago (the OS picked it; we release it for the node).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("an ephemeral port")
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_x0tta6bl4")
+}
+
+/// Runs the binary to completion.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .output()
+        .expect("x0tta6bl4 runs")
+}
+
+/// A plain HTTP/1.1 GET; returns (status, body). Enough for our own API, no client crate.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    // Chunked bodies (axum streams some): keep only the chunk data lines.
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(&body)
+    } else {
+        body
+    };
+    Ok((status, body))
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size_line, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size_line.trim(), 16) else {
+            break;
+        };
+        if size == 0 || after.len() < size {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `limit` naming `what`.
+pub fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A node process that is killed when the test ends, however it ends.
+pub struct NodeProcess {
+    pub name: String,
+    pub api_port: u16,
+    pub p2p_port: u16,
+    pub config: PathBuf,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    /// Writes a config for a node on free ports under `dir` and starts it.
+    pub fn start(dir: &Path, name: &str, bootstrap: Option<u16>) -> NodeProcess {
+        let api_port = free_port();
+        let p2p_port = free_port();
+        let bootstrap = bootstrap
+            .map(|p| format!("[\"/ip4/127.0.0.1/tcp/{p}\"]"))
+            .unwrap_or_else(|| "[]".into());
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[node]\nname = \"{name}\"\ndata_dir = \"{name}-data\"\n\n\
+                 [network]\nlisten = [\"/ip4/127.0.0.1/tcp/{p2p_port}\"]\nbootstrap = {bootstrap}\n\n\
+                 [api]\nlisten = \"127.0.0.1:{api_port}\"\n\n\
+                 [discovery]\nbeacon_ms = 300\nexpiry_ms = 1500\n"
+            ),
+        )
+        .expect("config written");
+        let mut node = NodeProcess {
+            name: name.to_string(),
+            api_port,
+            p2p_port,
+            config,
+            child: None,
+        };
+        node.restart();
+        node
+    }
+
+    pub fn restart(&mut self) {
+        let child = Command::new(binary())
+            .arg("node")
+            .arg("--config")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node process starts");
+        self.child = Some(child);
+        let port = self.api_port;
+        wait_for(
+            &format!("{} to answer /health", self.name),
+            Duration::from_secs(30),
+            || http_get(port, "/health").ok().filter(|(s, _)| *s == 200),
+        );
+    }
+
+    pub fn get(&self, path: &str) -> Option<serde_json::Value> {
+        let (status, body) = http_get(self.api_port, path).ok()?;
+        if status != 200 {
+            return None;
+        }
+        serde_json::from_str(&body).ok()
+    }
+
+    pub fn id(&self) -> String {
+        let status = wait_for("status", Duration::from_secs(10), || {
+            self.get("/api/v1/status")
+        });
+        status["id"].as_str().expect("status has an id").to_string()
+    }
+
+    /// Ids listed at /api/v1/peers.
+    pub fn peer_ids(&self) -> Vec<String> {
+        self.get("/api/v1/peers")
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|p| p["id"].as_str().map(String::from))
+            .collect()
+    }
+
+    /// SIGKILL: no goodbye, as in a crash or a pulled cable.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
