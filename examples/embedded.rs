@@ -19,6 +19,7 @@ async fn main() -> Result<()> {
         .context("starting the first node")?;
     let bootstrap = first
         .listen_addrs()
+        .await
         .into_iter()
         .next()
         .context("the first node listens somewhere")?;

@@ -95,7 +95,7 @@ fn with_routing_every_pair_gets_a_loop_free_route() {
     let mut s = scenario(80, 20, 5, TopologyKind::RandomGeometric);
     s.routing.enabled = true;
     let report = simulate(&s);
-    let routing = report.routing.expect("routing measured");
+    let routing = report.routing.clone().expect("routing measured");
     assert_eq!(routing.loops_detected, 0);
     assert_eq!(routing.broken_chains, 0);
     assert!((routing.pairs_with_route - 1.0).abs() < 1e-9, "{report}");

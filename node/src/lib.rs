@@ -30,11 +30,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use libp2p::Multiaddr;
 use x0_actors::{ActorError, NeighborInfo, NodeArgs, NodeHandle, NodeSettings, NodeStatus};
 use x0_protocols::NodeId;
 
 pub use config::NodeConfig;
+pub use libp2p::Multiaddr;
 pub use x0_actors::RouteEntry;
 
 #[derive(Debug, thiserror::Error)]

@@ -46,7 +46,7 @@ pub enum Command {
     Request {
         to: PeerId,
         bytes: Vec<u8>,
-        reply: oneshot::Sender<Result<Vec<u8>, PortError>>,
+        reply: ReplyTo,
     },
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     PeerAddrs(oneshot::Sender<BTreeMap<PeerId, Multiaddr>>),
@@ -255,6 +255,9 @@ pub async fn spawn_swarm(
     })
 }
 
+/// Where the answer to an outbound request goes.
+type ReplyTo = oneshot::Sender<Result<Vec<u8>, PortError>>;
+
 type PendingReply =
     futures::future::BoxFuture<'static, (Option<Envelope>, ResponseChannel<Vec<u8>>)>;
 
@@ -265,7 +268,7 @@ struct SwarmTask {
     /// Connected peers and the address we reach them at.
     connected: BTreeMap<PeerId, Multiaddr>,
     /// Outbound requests waiting for a response; `None` for fire-and-forget sends.
-    pending: HashMap<OutboundRequestId, Option<oneshot::Sender<Result<Vec<u8>, PortError>>>>,
+    pending: HashMap<OutboundRequestId, Option<ReplyTo>>,
     /// Inbound requests whose answer the actors are working on.
     replies: FuturesUnordered<PendingReply>,
     inbound: mpsc::Sender<Inbound>,
@@ -370,10 +373,8 @@ impl SwarmTask {
 
     fn handle_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
-                if !self.listen_addrs.contains(&address) {
-                    self.listen_addrs.push(address);
-                }
+            SwarmEvent::NewListenAddr { address, .. } if !self.listen_addrs.contains(&address) => {
+                self.listen_addrs.push(address);
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id, endpoint, ..
@@ -396,13 +397,11 @@ impl SwarmTask {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 ..
             } => {
-                if num_established == 0 {
-                    self.connected.remove(&peer_id);
-                    metrics::gauge!("x0_network_connected_peers").set(self.connected.len() as f64);
-                }
+                self.connected.remove(&peer_id);
+                metrics::gauge!("x0_network_connected_peers").set(self.connected.len() as f64);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
                 peer_id,
