@@ -30,6 +30,8 @@ pub enum PortError {
     BadReply(String),
     #[error("the network is shut down")]
     Closed,
+    #[error("the network is overloaded; the envelope was not sent")]
+    Overloaded,
 }
 
 /// Sending side of the port, held by every actor that talks to peers.
@@ -55,6 +57,7 @@ pub struct Inbound {
     /// transport (Noise in the node, the link table in the simulator).
     pub link_peer: NodeId,
     pub bytes: Bytes,
-    /// Present when the sender used [`NetworkPort::request`] and waits for a reply.
+    /// Where a reply goes, when the transport can carry one. The sender waits for it
+    /// only if it used [`NetworkPort::request`]; otherwise dropping it is the answer.
     pub reply: Option<oneshot::Sender<Envelope>>,
 }

@@ -91,11 +91,17 @@ pub fn write_new(dir: &Path) -> Result<Identity, KeystoreError> {
 /// Writes `bytes` to `path` with mode 0600 through a synced temporary file and a rename,
 /// so the file is either absent or complete.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KeystoreError> {
-    let partial = path.with_extension("partial");
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    // A leftover from a crash may have other permissions: never write a key into it.
+    match fs::remove_file(&partial) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_error(&partial)(e)),
+        _ => {}
+    }
     let mut file = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&partial)
         .map_err(io_error(&partial))?;
@@ -129,6 +135,20 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600, "{name}");
         }
+    }
+
+    #[test]
+    fn a_stale_partial_file_never_lends_its_permissions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stale = dir.path().join(format!("{ED25519_FILE}.partial"));
+        fs::write(&stale, b"old").expect("stale");
+        fs::set_permissions(&stale, fs::Permissions::from_mode(0o644)).expect("chmod");
+        write_new(dir.path()).expect("created");
+        let mode = fs::metadata(dir.path().join(ED25519_FILE))
+            .expect("exists")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

@@ -127,13 +127,25 @@ impl NodeBuilder {
     /// Starts the node: identity, swarm, actors, and the HTTP API if configured.
     pub async fn spawn(self) -> Result<Node, NodeError> {
         let data_dir = self.data_dir.ok_or(NodeError::NoDataDir)?;
+        validate_settings(&self.settings)?;
+        // Bind the API port first: if it is taken, nothing else has started yet.
+        let api_listener = match self.api_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| NodeError::Api { addr, source })?,
+            ),
+            None => None,
+        };
         let identity = Arc::new(keystore::load_or_create(&data_dir)?);
         let metrics = metrics::handle();
         let listen = if self.listen.is_empty() {
             vec![
-                "/ip4/127.0.0.1/tcp/0"
-                    .parse()
-                    .map_err(|_| NodeError::NoDataDir)?,
+                Multiaddr::empty()
+                    .with(libp2p::multiaddr::Protocol::Ip4(
+                        std::net::Ipv4Addr::LOCALHOST,
+                    ))
+                    .with(libp2p::multiaddr::Protocol::Tcp(0)),
             ]
         } else {
             self.listen
@@ -170,13 +182,11 @@ impl NodeBuilder {
 
         let mut api_addr = None;
         let mut api_task = None;
-        if let Some(addr) = self.api_listen {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| NodeError::Api { addr, source })?;
-            let bound = listener
-                .local_addr()
-                .map_err(|source| NodeError::Api { addr, source })?;
+        if let Some(listener) = api_listener {
+            let bound = listener.local_addr().map_err(|source| NodeError::Api {
+                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                source,
+            })?;
             let state = Arc::new(api::ApiState {
                 node: handle.clone(),
                 name: self.name.clone(),
@@ -212,6 +222,34 @@ impl NodeBuilder {
             api_task,
         })
     }
+}
+
+/// Refuses settings a config file would have refused, for nodes built by hand.
+fn validate_settings(settings: &NodeSettings) -> Result<(), NodeError> {
+    let d = &settings.discovery;
+    let invalid = |key: &'static str, reason: String| {
+        NodeError::Config(config::ConfigError::Invalid {
+            file: "NodeBuilder".into(),
+            key: key.into(),
+            reason,
+        })
+    };
+    if !(50..=60_000).contains(&d.beacon_interval_ms) {
+        return Err(invalid(
+            "discovery.beacon_ms",
+            format!("must be between 50 and 60000, got {}", d.beacon_interval_ms),
+        ));
+    }
+    if d.expiry_ms <= d.beacon_interval_ms {
+        return Err(invalid(
+            "discovery.expiry_ms",
+            format!(
+                "must be longer than discovery.beacon_ms, got {}",
+                d.expiry_ms
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Moves envelopes from the swarm to the actors: the one place the two meet.

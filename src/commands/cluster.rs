@@ -42,9 +42,11 @@ pub fn run(args: ClusterArgs) -> Result<()> {
         .context("starting the signal handler")?;
     runtime.block_on(async {
         let mut ticker = tokio::time::interval(std::time::Duration::from_millis(500));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => break,
+                Some(_) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => break,
                 _ = ticker.tick() => {
                     for (name, child) in &mut children {
                         if let Ok(Some(status)) = child.try_wait() {

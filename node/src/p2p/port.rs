@@ -71,8 +71,10 @@ impl NetworkPort for Libp2pPort {
             reply,
         });
         async move {
-            if sent.is_err() {
-                return Err(PortError::Closed);
+            match sent {
+                Err(mpsc::error::TrySendError::Full(_)) => return Err(PortError::Overloaded),
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(PortError::Closed),
+                Ok(()) => {}
             }
             match tokio::time::timeout(timeout, answer).await {
                 Err(_) => Err(PortError::Timeout),

@@ -137,6 +137,9 @@ pub async fn spawn_swarm(
             let peer_id = key.public().to_peer_id();
             let mut kad_config = kad::Config::new(KAD_PROTOCOL);
             kad_config.set_query_timeout(Duration::from_secs(30));
+            // We bootstrap ourselves once connected and then every KAD_REFRESH; kad's own
+            // timer fires before any connection and only logs a warning.
+            kad_config.set_periodic_bootstrap_interval(None);
             let mut kad = kad::Behaviour::with_config(
                 peer_id,
                 kad::store::MemoryStore::new(peer_id),
@@ -145,9 +148,13 @@ pub async fn spawn_swarm(
             // Loopback and private meshes never get a confirmed external address, which
             // would leave Kademlia in client mode and invisible to its peers.
             kad.set_mode(Some(kad::Mode::Server));
+            // Room for the largest envelope plus gossipsub's own framing.
+            let gossip_config = gossipsub::ConfigBuilder::default()
+                .max_transmit_size(x0_protocols::envelope::MAX_ENVELOPE_BYTES + 4096)
+                .build()?;
             let gossipsub = gossipsub::Behaviour::new(
                 gossipsub::MessageAuthenticity::Signed(key.clone()),
-                gossipsub::Config::default(),
+                gossip_config,
             )?;
             Ok(Behaviour {
                 identify: identify::Behaviour::new(identify::Config::new(
@@ -391,9 +398,6 @@ impl SwarmTask {
                 };
                 self.connected.entry(peer_id).or_insert(remote);
                 metrics::gauge!("x0_network_connected_peers").set(self.connected.len() as f64);
-                if !self.bootstrapped {
-                    self.bootstrapped = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
-                }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -408,17 +412,21 @@ impl SwarmTask {
                 info,
                 ..
             })) => {
+                // We reach a peer that dialed us at an ephemeral port; show its own
+                // listen address on the same transport instead.
+                if let Some(known) = self.connected.get_mut(&peer_id)
+                    && !info.listen_addrs.contains(known)
+                    && let Some(better) =
+                        info.listen_addrs.iter().find(|a| same_transport(a, known))
+                {
+                    *known = better.clone();
+                }
                 for addr in info.listen_addrs {
-                    self.swarm
-                        .behaviour_mut()
-                        .kad
-                        .add_address(&peer_id, addr.clone());
-                    // Prefer the peer's own listen address over an ephemeral one for display.
-                    if let Some(known) = self.connected.get_mut(&peer_id)
-                        && is_loopback_or_same_host(&addr)
-                    {
-                        *known = addr;
-                    }
+                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                }
+                // The first peer whose addresses we know: look for the rest of the mesh.
+                if !self.bootstrapped {
+                    self.bootstrapped = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::RoutingUpdated {
@@ -488,13 +496,23 @@ impl SwarmTask {
                 error,
                 ..
             } => {
-                metrics::counter!("x0_network_send_failures_total", "reason" => "outbound")
+                let reason = match &error {
+                    request_response::OutboundFailure::DialFailure => "dial_failure",
+                    request_response::OutboundFailure::Timeout => "timeout",
+                    request_response::OutboundFailure::ConnectionClosed => "connection_closed",
+                    request_response::OutboundFailure::UnsupportedProtocols => {
+                        "unsupported_protocol"
+                    }
+                    request_response::OutboundFailure::Io(_) => "io",
+                };
+                metrics::counter!("x0_network_send_failures_total", "reason" => reason)
                     .increment(1);
                 tracing::debug!(%peer, %error, "envelope not delivered");
                 if let Some(Some(reply)) = self.pending.remove(&request_id) {
-                    let failure = match node_id_of(&peer) {
-                        Some(node) => PortError::Unreachable(node),
-                        None => PortError::Closed,
+                    let failure = match (&error, node_id_of(&peer)) {
+                        (request_response::OutboundFailure::Timeout, _) => PortError::Timeout,
+                        (_, Some(node)) => PortError::Unreachable(node),
+                        (_, None) => PortError::Closed,
                     };
                     let _ = reply.send(Err(failure));
                 }
@@ -533,10 +551,14 @@ impl SwarmTask {
     }
 }
 
-fn is_loopback_or_same_host(addr: &Multiaddr) -> bool {
-    addr.iter()
-        .any(|p| matches!(p, Protocol::Ip4(ip) if ip.is_loopback()))
-        || addr
-            .iter()
-            .any(|p| matches!(p, Protocol::Ip6(ip) if ip.is_loopback()))
+/// Whether two addresses use the same transport (TCP, or UDP for QUIC).
+fn same_transport(a: &Multiaddr, b: &Multiaddr) -> bool {
+    fn transport(m: &Multiaddr) -> Option<&'static str> {
+        m.iter().nth(1).map(|p| match p {
+            Protocol::Tcp(_) => "tcp",
+            Protocol::Udp(_) => "udp",
+            _ => "other",
+        })
+    }
+    transport(a).is_some() && transport(a) == transport(b)
 }
