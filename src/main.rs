@@ -26,6 +26,12 @@ enum Command {
     Cluster(commands::cluster::ClusterArgs),
     /// Print the neighbor table of a running node.
     Peers(commands::peers::PeersArgs),
+    /// Print the routing table of a running node.
+    Routes(commands::routes::RoutesArgs),
+    /// Send a message through a running node to any node of the mesh.
+    Send(commands::send::SendArgs),
+    /// Print the messages a running node received.
+    Inbox(commands::inbox::InboxArgs),
     /// Create a node identity (Ed25519 + ML-KEM-768) in a directory.
     Keygen(commands::keygen::KeygenArgs),
 }
@@ -52,5 +58,8 @@ fn main() -> Result<()> {
         Command::Cluster(args) => commands::cluster::run(args),
         Command::Peers(args) => commands::peers::run(args),
         Command::Keygen(args) => commands::keygen::run(args),
+        Command::Routes(args) => commands::routes::run(args),
+        Command::Send(args) => commands::send::run(args),
+        Command::Inbox(args) => commands::inbox::run(args),
     }
 }

@@ -43,6 +43,36 @@ fn three_processes_discover_each_other_and_expire_a_killed_one() {
     );
     assert!(metrics.contains("x0_discovery_beacons_received_total"));
 
+    // With everyone a neighbor, every route is the direct link.
+    for (i, node) in [&a, &b, &c].into_iter().enumerate() {
+        wait_for(
+            &format!("{} to route to both others", node.name),
+            PATIENCE,
+            || {
+                let routes = node.get("/api/v1/routes")?;
+                let direct = routes
+                    .as_array()?
+                    .iter()
+                    .filter(|r| r["destination"] == r["next_hop"])
+                    .count();
+                (direct == 2).then_some(())
+            },
+        );
+        let api = format!("http://127.0.0.1:{}", node.api_port);
+        let out = common::run(&["routes", "--api", &api]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let table = String::from_utf8_lossy(&out.stdout);
+        for (j, id) in ids.iter().enumerate() {
+            if i != j {
+                assert!(table.contains(id.as_str()), "{table}");
+            }
+        }
+    }
+
     c.kill();
     for node in [&a, &b] {
         wait_for(

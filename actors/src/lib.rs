@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod discovery;
+pub mod observer;
 pub mod port;
 pub mod routing;
 pub mod supervisor;
@@ -18,9 +19,11 @@ use tokio::task::JoinHandle;
 use x0_protocols::NodeId;
 
 pub use discovery::NeighborInfo;
+pub use observer::{NoObserver, NodeObserver};
 pub use port::{Inbound, NetworkPort, PortError, Topic};
-pub use routing::RouteEntry;
+pub use routing::{ForwardingStats, RouteEntry, SendError, Sent};
 pub use supervisor::{NodeArgs, NodeMsg, NodeSettings, NodeStatus, NodeSupervisor, Subsystem};
+pub use x0_protocols::forwarding::Delivered;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActorError {
@@ -30,6 +33,8 @@ pub enum ActorError {
     Down,
     #[error("the node did not answer within {0:?}")]
     Timeout(Duration),
+    #[error(transparent)]
+    Send(#[from] SendError),
 }
 
 /// How long a query to a running node's actors may take before we call it hung.
@@ -81,11 +86,40 @@ impl NodeHandle {
         self.query(NodeMsg::Status).await
     }
 
+    /// Sends `payload` to `destination` over the mesh and returns once the node has
+    /// accepted it (routed it to a first hop), not once it arrived: delivery on a mesh is
+    /// best effort, and the destination's node sees it through its delivery sink.
+    pub async fn send(&self, destination: NodeId, payload: Vec<u8>) -> Result<Sent, ActorError> {
+        let result = self
+            .query(|reply| NodeMsg::Send {
+                destination,
+                payload,
+                reply: Some(reply),
+            })
+            .await?;
+        Ok(result?)
+    }
+
+    /// Like [`NodeHandle::send`] without waiting for the answer: for traffic generators
+    /// that learn the outcome at the destination.
+    pub fn send_nowait(&self, destination: NodeId, payload: Vec<u8>) {
+        let _ = self.supervisor.cast(NodeMsg::Send {
+            destination,
+            payload,
+            reply: None,
+        });
+    }
+
     /// Fault injection: makes a subsystem actor panic, as a bug would.
     pub fn crash(&self, subsystem: Subsystem, reason: impl Into<String>) {
         let _ = self
             .supervisor
             .cast(NodeMsg::Crash(subsystem, reason.into()));
+    }
+
+    /// Stops every actor of the node without waiting (a crash, from the outside).
+    pub fn stop(&self) {
+        self.supervisor.stop(None);
     }
 
     pub fn is_running(&self) -> bool {

@@ -1,14 +1,22 @@
-//! The `Routing` actor: drives the loop-free routing protocol from link events and updates.
+//! The `Routing` actor: drives the loop-free routing protocol from link events and
+//! updates, and forwards multi-hop messages along the table it keeps.
+//!
+//! Forwarding lives here rather than in an actor of its own because every relayed
+//! message needs a next-hop lookup: one mailbox hop fewer on the hot path, and the table
+//! is never read stale from another actor.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
+use x0_protocols::forwarding::{self, Decision, Forwarder, ForwardingConfig, Relay};
 use x0_protocols::routing::{Output, Routing, RoutingConfig, RoutingMessage};
-use x0_protocols::{Envelope, Identity, Kind, NodeId};
+use x0_protocols::{Envelope, Identity, Kind, Millis, NodeId};
 
 use crate::clock::NodeClock;
 use crate::discovery::LinkEvent;
+use crate::observer::NodeObserver;
 use crate::port::{NetworkPort, Topic};
 use crate::timer::Timer;
 
@@ -23,9 +31,52 @@ pub struct RouteEntry {
     pub age_ms: u64,
 }
 
+/// Largest application payload [`RoutingMsg::Send`] takes: well inside the envelope
+/// limit once wrapped twice (data, then relay).
+pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+
+/// Lost routes remembered for repair timing before old ones are forgotten.
+const LOST_ROUTES_REMEMBERED: usize = 4096;
+
+/// A message accepted for sending.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sent {
+    pub id: u64,
+    pub destination: NodeId,
+    /// The first hop, or ourselves for a message to ourselves.
+    pub next_hop: NodeId,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("no route to {0}")]
+    NoRoute(NodeId),
+    #[error("payload of {0} bytes exceeds the limit of {MAX_PAYLOAD_BYTES}")]
+    TooLarge(usize),
+    #[error("routing is disabled on this node")]
+    RoutingDisabled,
+}
+
+/// What this node's forwarding did since its routing actor started.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardingStats {
+    pub originated: u64,
+    pub relayed: u64,
+    pub delivered: u64,
+    pub dropped: BTreeMap<String, u64>,
+}
+
 pub enum RoutingMsg {
     /// A decoded routing envelope from a neighbor.
     Inbound(Envelope),
+    /// A decoded relay envelope from a neighbor.
+    Relay(Envelope),
+    Send {
+        destination: NodeId,
+        payload: Vec<u8>,
+        reply: Option<RpcReplyPort<Result<Sent, SendError>>>,
+    },
+    Stats(RpcReplyPort<ForwardingStats>),
     Link(LinkEvent),
     /// Forget every link (discovery restarted and will report them afresh).
     ResetLinks,
@@ -42,10 +93,19 @@ pub struct RoutingArgs {
     pub clock: NodeClock,
     /// Links known at start (after a restart, what discovery already knows).
     pub links: Vec<(NodeId, u16)>,
+    pub forwarding: ForwardingConfig,
+    /// First message id; differs per start so a restarted origin is not deduplicated.
+    pub first_message_id: u64,
+    pub observer: Arc<dyn NodeObserver>,
 }
 
 pub struct RoutingState {
     protocol: Routing,
+    /// When each destination we currently have no route to lost its route, to time
+    /// repairs.
+    lost_at: BTreeMap<NodeId, Millis>,
+    forwarder: Forwarder,
+    originated: u64,
     args: RoutingArgs,
     timer: Timer,
 }
@@ -67,8 +127,16 @@ impl Actor for RoutingActor {
         for (neighbor, cost) in &args.links {
             protocol.set_link(now, *neighbor, *cost);
         }
+        let forwarder = Forwarder::new(
+            args.identity.id(),
+            args.forwarding.clone(),
+            args.first_message_id,
+        );
         let mut state = RoutingState {
             protocol,
+            lost_at: BTreeMap::new(),
+            forwarder,
+            originated: 0,
             args,
             timer: Timer::default(),
         };
@@ -112,6 +180,31 @@ impl Actor for RoutingActor {
                 }
                 state.protocol.handle_timeout(now);
             }
+            RoutingMsg::Relay(envelope) => {
+                match envelope.decode_payload::<Relay>() {
+                    Ok(relay) => state.forward(now, relay),
+                    Err(e) => {
+                        metrics::counter!("x0_node_envelope_rejected_total", "kind" => "relay", "reason" => e.reason())
+                            .increment(1);
+                    }
+                }
+                return Ok(());
+            }
+            RoutingMsg::Send {
+                destination,
+                payload,
+                reply,
+            } => {
+                let result = state.originate(now, destination, payload);
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+                return Ok(());
+            }
+            RoutingMsg::Stats(reply) => {
+                let _ = reply.send(state.stats());
+                return Ok(());
+            }
             RoutingMsg::Routes(reply) => {
                 let _ = reply.send(state.route_entries());
                 return Ok(());
@@ -125,6 +218,83 @@ impl Actor for RoutingActor {
 }
 
 impl RoutingState {
+    fn originate(
+        &mut self,
+        now: Millis,
+        destination: NodeId,
+        payload: Vec<u8>,
+    ) -> Result<Sent, SendError> {
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            return Err(SendError::TooLarge(payload.len()));
+        }
+        let me = self.args.identity.id();
+        let next_hop = self.protocol.next_hop(&destination);
+        if destination != me && next_hop.is_none() {
+            metrics::counter!("x0_forwarding_dropped_total", "reason" => "no_route").increment(1);
+            return Err(SendError::NoRoute(destination));
+        }
+        let data = self.forwarder.new_data(destination, payload);
+        let sealed = forwarding::seal_data(&self.args.identity, &data);
+        self.originated += 1;
+        metrics::counter!("x0_forwarding_originated_total").increment(1);
+        let decision = self.forwarder.originate(now, &data, sealed, next_hop);
+        let sent = Sent {
+            id: data.id,
+            destination,
+            next_hop: next_hop.unwrap_or(me),
+        };
+        self.act(decision, true);
+        Ok(sent)
+    }
+
+    fn forward(&mut self, now: Millis, relay: Relay) {
+        let next_hop = self.protocol.next_hop(&relay.destination);
+        let decision = self.forwarder.handle_relay(now, relay, next_hop);
+        self.act(decision, false);
+    }
+
+    /// Carries out a forwarding decision; `own` is true for messages we originate.
+    fn act(&mut self, decision: Decision, own: bool) {
+        match decision {
+            Decision::Forward { next_hop, relay } => {
+                let envelope = Envelope::seal_message(&self.args.identity, Kind::Relay, &relay);
+                self.args.port.send(next_hop, &envelope);
+                if !own {
+                    metrics::counter!("x0_forwarding_relayed_total").increment(1);
+                }
+            }
+            Decision::Deliver(relay) => match forwarding::open(self.args.identity.id(), relay) {
+                Ok(delivered) => {
+                    metrics::counter!("x0_forwarding_delivered_total").increment(1);
+                    self.args.observer.delivered(delivered);
+                }
+                Err(e) => {
+                    metrics::counter!("x0_forwarding_dropped_total", "reason" => e.reason())
+                        .increment(1);
+                    tracing::debug!(error = %e, "refused a message addressed to us");
+                }
+            },
+            Decision::Drop(reason) => {
+                metrics::counter!("x0_forwarding_dropped_total", "reason" => reason.name())
+                    .increment(1);
+            }
+        }
+    }
+
+    fn stats(&self) -> ForwardingStats {
+        ForwardingStats {
+            originated: self.originated,
+            relayed: self.forwarder.relayed,
+            delivered: self.forwarder.delivered,
+            dropped: self
+                .forwarder
+                .dropped
+                .iter()
+                .map(|(reason, n)| (reason.name().to_string(), *n))
+                .collect(),
+        }
+    }
+
     fn flush_outputs(&mut self) {
         while let Some(output) = self.protocol.poll_output() {
             match output {
@@ -147,6 +317,23 @@ impl RoutingState {
                 } => {
                     metrics::counter!("x0_routing_route_changes_total").increment(1);
                     tracing::debug!(%destination, next_hop = ?next_hop, "route changed");
+                    let now = self.args.clock.now();
+                    match next_hop {
+                        None => {
+                            // Destinations gone for good never repair: forget old
+                            // losses before they pile up.
+                            if self.lost_at.len() >= LOST_ROUTES_REMEMBERED {
+                                self.lost_at.retain(|_, at| now.since(*at) < 60_000);
+                            }
+                            self.lost_at.entry(destination).or_insert(now);
+                        }
+                        Some(_) => {
+                            if let Some(lost) = self.lost_at.remove(&destination) {
+                                metrics::histogram!("x0_routing_repair_seconds")
+                                    .record(now.since(lost) as f64 / 1000.0);
+                            }
+                        }
+                    }
                 }
             }
         }

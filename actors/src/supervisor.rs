@@ -8,13 +8,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde::{Deserialize, Serialize};
 use x0_protocols::discovery::DiscoveryConfig;
+use x0_protocols::forwarding::ForwardingConfig;
 use x0_protocols::routing::{RoutingConfig, link_cost};
 use x0_protocols::{Envelope, Identity, Kind, NodeId};
 
 use crate::clock::NodeClock;
 use crate::discovery::{DiscoveryActor, DiscoveryArgs, DiscoveryMsg, LinkEvent, NeighborInfo};
+use crate::observer::NodeObserver;
 use crate::port::{Inbound, NetworkPort};
-use crate::routing::{RouteEntry, RoutingActor, RoutingArgs, RoutingMsg};
+use crate::routing::{
+    ForwardingStats, RouteEntry, RoutingActor, RoutingArgs, RoutingMsg, SendError, Sent,
+};
 
 /// Settings of the actor tree that are the same for a real node and a simulated one.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,6 +26,7 @@ pub struct NodeSettings {
     pub discovery: DiscoveryConfig,
     /// `None` runs the node without a routing actor (discovery only).
     pub routing: Option<RoutingConfig>,
+    pub forwarding: ForwardingConfig,
     /// Inbound envelopes waiting in one actor's mailbox beyond which new ones are dropped
     /// (ractor mailboxes are unbounded; this is what keeps a flooding peer from growing
     /// our memory).
@@ -37,6 +42,7 @@ impl Default for NodeSettings {
         NodeSettings {
             discovery: DiscoveryConfig::default(),
             routing: Some(RoutingConfig::default()),
+            forwarding: ForwardingConfig::default(),
             inbound_queue_limit: 1024,
             max_restarts: 10,
             restart_window_ms: 10_000,
@@ -50,6 +56,8 @@ pub struct NodeArgs {
     pub settings: NodeSettings,
     /// Seeds every random choice this node's protocols make.
     pub seed: u64,
+    /// Told of deliveries and link changes as they happen.
+    pub observer: Arc<dyn NodeObserver>,
 }
 
 /// The subsystems a supervisor owns, for fault injection and metric labels.
@@ -79,6 +87,7 @@ pub struct NodeStatus {
     pub envelopes_received: u64,
     pub envelope_decode_errors: u64,
     pub inbound_dropped: u64,
+    pub forwarding: ForwardingStats,
 }
 
 pub enum NodeMsg {
@@ -88,6 +97,13 @@ pub enum NodeMsg {
     Neighbors(RpcReplyPort<Vec<NeighborInfo>>),
     Routes(RpcReplyPort<Vec<RouteEntry>>),
     Status(RpcReplyPort<NodeStatus>),
+    /// Send an application message over the mesh; `reply` (if any) learns whether it
+    /// was accepted.
+    Send {
+        destination: NodeId,
+        payload: Vec<u8>,
+        reply: Option<RpcReplyPort<Result<Sent, SendError>>>,
+    },
     /// Fault injection: make a child panic.
     Crash(Subsystem, String),
 }
@@ -137,6 +153,7 @@ impl NodeSupervisor {
         args: &NodeArgs,
         clock: NodeClock,
         links: Vec<(NodeId, u16)>,
+        incarnation: u64,
     ) -> Result<Option<ActorRef<RoutingMsg>>, ActorProcessingErr> {
         let Some(config) = args.settings.routing.clone() else {
             return Ok(None);
@@ -147,6 +164,12 @@ impl NodeSupervisor {
             config,
             clock,
             links,
+            forwarding: args.settings.forwarding.clone(),
+            // Spread ids of successive incarnations far apart (reproducibly), so a
+            // restarted origin's messages are not mistaken for duplicates of old ones.
+            first_message_id: (args.seed ^ incarnation.wrapping_mul(0xD1B5_4A32_D192_ED03))
+                .rotate_left(17),
+            observer: args.observer.clone(),
         };
         let (actor, _) =
             Actor::spawn_linked(None, RoutingActor, routing_args, myself.get_cell()).await?;
@@ -167,7 +190,7 @@ impl Actor for NodeSupervisor {
         let clock = NodeClock::start();
         let pending = Arc::new(AtomicUsize::new(0));
         let discovery = Self::spawn_discovery(&myself, &args, clock, pending.clone(), 0).await?;
-        let routing = Self::spawn_routing(&myself, &args, clock, Vec::new()).await?;
+        let routing = Self::spawn_routing(&myself, &args, clock, Vec::new(), 0).await?;
         Ok(NodeState {
             args,
             clock,
@@ -192,8 +215,13 @@ impl Actor for NodeSupervisor {
         match message {
             NodeMsg::Inbound(inbound) => state.route(inbound),
             NodeMsg::Link(event) => {
-                if let LinkEvent::Down { neighbor } = event {
-                    state.verified_links.remove(&neighbor);
+                match event {
+                    LinkEvent::Down { neighbor } => {
+                        state.verified_links.remove(&neighbor);
+                        state.args.observer.link_down(neighbor);
+                    }
+                    LinkEvent::Up { neighbor, .. } => state.args.observer.link_up(neighbor),
+                    LinkEvent::Cost { .. } => {}
                 }
                 state.tell_routing(RoutingMsg::Link(event));
             }
@@ -224,6 +252,15 @@ impl Actor for NodeSupervisor {
                     .ok()
                     .and_then(|r| r.success_or(()).ok())
                     .map_or(0, |n| n.len());
+                let forwarding = match &state.routing {
+                    Some(routing) => routing
+                        .call(RoutingMsg::Stats, None)
+                        .await
+                        .ok()
+                        .and_then(|r| r.success_or(()).ok())
+                        .unwrap_or_default(),
+                    None => ForwardingStats::default(),
+                };
                 let _ = reply.send(NodeStatus {
                     id: state.args.identity.id(),
                     uptime_ms: state.clock.now().0,
@@ -232,8 +269,27 @@ impl Actor for NodeSupervisor {
                     envelopes_received: state.envelopes_received,
                     envelope_decode_errors: state.decode_errors,
                     inbound_dropped: state.inbound_dropped,
+                    forwarding,
                 });
             }
+            NodeMsg::Send {
+                destination,
+                payload,
+                reply,
+            } => match &state.routing {
+                Some(routing) => {
+                    let _ = routing.cast(RoutingMsg::Send {
+                        destination,
+                        payload,
+                        reply,
+                    });
+                }
+                None => {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(SendError::RoutingDisabled));
+                    }
+                }
+            },
             NodeMsg::Crash(Subsystem::Discovery, reason) => {
                 let _ = state.discovery.cast(DiscoveryMsg::Crash(reason));
             }
@@ -285,7 +341,9 @@ impl Actor for NodeSupervisor {
                     .collect(),
                 _ => Vec::new(),
             };
-            state.routing = Self::spawn_routing(&myself, &state.args, state.clock, links).await?;
+            state.routing =
+                Self::spawn_routing(&myself, &state.args, state.clock, links, state.restarts)
+                    .await?;
         }
         Ok(())
     }
@@ -317,8 +375,9 @@ impl NodeState {
                 return;
             }
         };
-        // Beacons and routing updates describe the link they arrive on: one relayed from
-        // elsewhere would fake an adjacency, so it must come from the link peer itself.
+        // Everything on the wire is one hop (multi-hop data rides inside relays that each
+        // hop seals anew), and beacons and routing updates describe the link they arrive
+        // on: an envelope must come from the link peer itself.
         if envelope.from != inbound.link_peer {
             self.drop_inbound("not_from_link_peer");
             return;
@@ -328,11 +387,20 @@ impl NodeState {
             return;
         }
         match envelope.kind {
-            Kind::Routing => match &self.routing {
-                Some(routing) if routing.cast(RoutingMsg::Inbound(envelope)).is_ok() => {}
-                Some(_) => self.drop_inbound("actor_down"),
-                None => self.drop_inbound("routing_disabled"),
-            },
+            Kind::Routing | Kind::Relay => {
+                let message = if envelope.kind == Kind::Routing {
+                    RoutingMsg::Inbound(envelope)
+                } else {
+                    RoutingMsg::Relay(envelope)
+                };
+                match &self.routing {
+                    Some(routing) if routing.cast(message).is_ok() => {}
+                    Some(_) => self.drop_inbound("actor_down"),
+                    None => self.drop_inbound("routing_disabled"),
+                }
+            }
+            // Data travels only inside relays; probes are not spoken by this build.
+            Kind::Data | Kind::Probe => self.drop_inbound("unexpected_kind"),
             Kind::Beacon => {
                 let limit = self.args.settings.inbound_queue_limit;
                 if self.discovery_pending.load(Ordering::Relaxed) >= limit {

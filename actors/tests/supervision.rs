@@ -50,6 +50,7 @@ async fn spawn_node(port: Arc<RecordingPort>) -> NodeHandle {
         port,
         settings: NodeSettings::default(),
         seed: 1,
+        observer: Arc::new(x0_actors::NoObserver),
     })
     .await
     .expect("node starts")

@@ -1,22 +1,26 @@
-//! The HTTP API: health, readiness, Prometheus metrics, status and peers.
+//! The HTTP API: health, readiness, Prometheus metrics, status, peers, routes and
+//! messages.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
-use x0_actors::NodeHandle;
+use x0_actors::{ActorError, ForwardingStats, NodeHandle, SendError};
+use x0_protocols::NodeId;
 
+use crate::inbox::{Inbox, InboxMessage};
 use crate::p2p;
 
 /// What the handlers need; shared by all requests.
 pub(crate) struct ApiState {
     pub node: Arc<NodeHandle>,
+    pub inbox: Arc<Inbox>,
     pub name: Option<String>,
     pub swarm: p2p::SwarmControl,
     pub needs_peers: bool,
@@ -31,6 +35,8 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .route("/api/v1/peers", get(peers))
+        .route("/api/v1/routes", get(routes))
+        .route("/api/v1/messages", get(messages).post(send))
         .with_state(state)
 }
 
@@ -71,6 +77,7 @@ struct StatusBody {
     envelopes_received: u64,
     envelope_decode_errors: u64,
     inbound_dropped: u64,
+    forwarding: ForwardingStats,
     listen_addrs: Vec<String>,
     api: String,
 }
@@ -97,6 +104,7 @@ async fn status(State(state): State<Arc<ApiState>>) -> Response {
         envelopes_received: status.envelopes_received,
         envelope_decode_errors: status.envelope_decode_errors,
         inbound_dropped: status.inbound_dropped,
+        forwarding: status.forwarding,
         listen_addrs,
         api: format!("http://{}", state.api_addr),
     })
@@ -137,4 +145,131 @@ async fn peers(State(state): State<Arc<ApiState>>) -> Response {
         })
         .collect();
     Json(body).into_response()
+}
+
+#[derive(Serialize)]
+struct RouteBody {
+    destination: String,
+    next_hop: String,
+    metric: u16,
+    seqno: u32,
+    age_ms: u64,
+}
+
+async fn routes(State(state): State<Arc<ApiState>>) -> Response {
+    match state.node.routes().await {
+        Ok(routes) => Json(
+            routes
+                .into_iter()
+                .map(|r| RouteBody {
+                    destination: r.destination.to_string(),
+                    next_hop: r.next_hop.to_string(),
+                    metric: r.metric,
+                    seqno: r.seqno,
+                    age_ms: r.age_ms,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+/// `POST /api/v1/messages` body: text or hex-encoded bytes, to a node id.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendBody {
+    to: String,
+    text: Option<String>,
+    hex: Option<String>,
+}
+
+async fn send(State(state): State<Arc<ApiState>>, Json(body): Json<SendBody>) -> Response {
+    let destination: NodeId = match body.to.parse() {
+        Ok(id) => id,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("to: {e}")),
+    };
+    let payload = match (body.text, body.hex) {
+        (Some(text), None) => text.into_bytes(),
+        (None, Some(hex)) => match hex::decode(hex.trim()) {
+            Ok(bytes) => bytes,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("hex: {e}")),
+        },
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give exactly one of \"text\" and \"hex\"",
+            );
+        }
+    };
+    match state.node.send(destination, payload).await {
+        Ok(sent) => (
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "id": sent.id,
+                "destination": sent.destination.to_string(),
+                "next_hop": sent.next_hop.to_string(),
+            })),
+        )
+            .into_response(),
+        Err(ActorError::Send(e @ SendError::NoRoute(_))) => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, e)
+        }
+        Err(ActorError::Send(e @ SendError::TooLarge(_))) => {
+            error(StatusCode::PAYLOAD_TOO_LARGE, e)
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessagesQuery {
+    /// Only messages with a higher sequence number.
+    #[serde(default)]
+    after: u64,
+    /// Wait up to this long for one to arrive (long polling), at most 60 s.
+    wait_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct MessageBody {
+    seq: u64,
+    from: String,
+    id: u64,
+    hops: u8,
+    received_at_unix_ms: u64,
+    /// The payload as text when it is UTF-8.
+    text: Option<String>,
+    hex: String,
+}
+
+impl From<InboxMessage> for MessageBody {
+    fn from(m: InboxMessage) -> Self {
+        MessageBody {
+            seq: m.seq,
+            from: m.from.to_string(),
+            id: m.id,
+            hops: m.hops,
+            received_at_unix_ms: m.received_at_unix_ms,
+            hex: hex::encode(&m.payload),
+            text: String::from_utf8(m.payload).ok(),
+        }
+    }
+}
+
+async fn messages(
+    State(state): State<Arc<ApiState>>,
+    Query(query): Query<MessagesQuery>,
+) -> Response {
+    let mut found = state.inbox.after(query.after);
+    if found.is_empty()
+        && let Some(wait) = query.wait_ms
+    {
+        let wait = std::time::Duration::from_millis(wait.min(60_000));
+        if let Ok(arrived) = tokio::time::timeout(wait, state.inbox.wait_after(query.after)).await {
+            found = arrived;
+        }
+    }
+    Json(found.into_iter().map(MessageBody::from).collect::<Vec<_>>()).into_response()
 }

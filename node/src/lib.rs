@@ -22,6 +22,7 @@
 
 pub mod api;
 pub mod config;
+pub mod inbox;
 pub mod keystore;
 pub mod metrics;
 pub mod p2p;
@@ -34,8 +35,9 @@ use x0_actors::{ActorError, NeighborInfo, NodeArgs, NodeHandle, NodeSettings, No
 use x0_protocols::NodeId;
 
 pub use config::NodeConfig;
+pub use inbox::{Inbox, InboxMessage};
 pub use libp2p::Multiaddr;
-pub use x0_actors::RouteEntry;
+pub use x0_actors::{RouteEntry, SendError, Sent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -169,12 +171,15 @@ impl NodeBuilder {
                 u64::from_le_bytes(bytes)
             }
         };
+        let inbox = Arc::new(Inbox::new(inbox::DEFAULT_CAPACITY));
+        let sink = inbox.clone();
         let handle = Arc::new(
             NodeHandle::spawn(NodeArgs {
                 identity: identity.clone(),
                 port: Arc::new(swarm.port.clone()),
                 settings: self.settings,
                 seed,
+                observer: Arc::new(move |delivered| sink.push(delivered)),
             })
             .await?,
         );
@@ -189,6 +194,7 @@ impl NodeBuilder {
             })?;
             let state = Arc::new(api::ApiState {
                 node: handle.clone(),
+                inbox: inbox.clone(),
                 name: self.name.clone(),
                 swarm: swarm.control.clone(),
                 needs_peers,
@@ -215,6 +221,7 @@ impl NodeBuilder {
             id: identity.id(),
             name: self.name,
             handle,
+            inbox,
             swarm: swarm.control,
             swarm_task: swarm.task,
             forwarder,
@@ -267,6 +274,7 @@ pub struct Node {
     id: NodeId,
     name: Option<String>,
     handle: Arc<NodeHandle>,
+    inbox: Arc<Inbox>,
     swarm: p2p::SwarmControl,
     swarm_task: tokio::task::JoinHandle<()>,
     forwarder: tokio::task::JoinHandle<()>,
@@ -310,6 +318,18 @@ impl Node {
 
     pub async fn status(&self) -> Result<NodeStatus, NodeError> {
         Ok(self.handle.status().await?)
+    }
+
+    /// Sends `payload` to `destination` over as many hops as the mesh needs. Returns once
+    /// the message left for its first hop; it arrives in the destination's
+    /// [`Node::inbox`] unless the mesh loses it on the way.
+    pub async fn send(&self, destination: NodeId, payload: Vec<u8>) -> Result<Sent, NodeError> {
+        Ok(self.handle.send(destination, payload).await?)
+    }
+
+    /// Messages addressed to this node.
+    pub fn inbox(&self) -> &Inbox {
+        &self.inbox
     }
 
     /// Stops the HTTP API, the actors and the swarm, in that order, and waits for each.

@@ -27,6 +27,13 @@ pub enum Kind {
     Beacon,
     /// A routing update or seqno request (one hop).
     Routing,
+    /// One hop of a multi-hop message: a [`crate::forwarding::Relay`] around a `Data`
+    /// envelope, sealed by the relaying neighbor.
+    Relay,
+    /// An application message, sealed once by its origin and carried inside relays.
+    Data,
+    /// A failure-detector probe (one hop): pings, acks and indirect probes.
+    Probe,
 }
 
 impl Kind {
@@ -34,6 +41,9 @@ impl Kind {
         match self {
             Kind::Beacon => 1,
             Kind::Routing => 2,
+            Kind::Relay => 3,
+            Kind::Data => 4,
+            Kind::Probe => 5,
         }
     }
 
@@ -41,6 +51,9 @@ impl Kind {
         match code {
             1 => Ok(Kind::Beacon),
             2 => Ok(Kind::Routing),
+            3 => Ok(Kind::Relay),
+            4 => Ok(Kind::Data),
+            5 => Ok(Kind::Probe),
             other => Err(EnvelopeError::UnknownKind(other)),
         }
     }
@@ -50,6 +63,9 @@ impl Kind {
         match self {
             Kind::Beacon => "beacon",
             Kind::Routing => "routing",
+            Kind::Relay => "relay",
+            Kind::Data => "data",
+            Kind::Probe => "probe",
         }
     }
 }

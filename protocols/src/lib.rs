@@ -7,6 +7,8 @@
 
 pub mod discovery;
 pub mod envelope;
+pub mod failure;
+pub mod forwarding;
 pub mod id;
 pub mod identity;
 pub mod routing;

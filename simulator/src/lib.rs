@@ -6,6 +6,9 @@
 //! network port is implemented by [`net::SimNetwork`] (sparse links, seeded loss and
 //! delay). Every random choice derives from the scenario's seed, so a run replays exactly.
 
+pub mod chaos;
+pub mod faults;
+pub mod measure;
 pub mod net;
 pub mod report;
 pub mod run;

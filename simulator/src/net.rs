@@ -6,7 +6,7 @@
 //! busy one costs one heap operation per envelope: no per-tick loop over all nodes.
 
 use std::cmp::Ordering as CmpOrdering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -50,6 +50,33 @@ pub struct TrafficStats {
     pub envelopes_delivered: u64,
     pub envelopes_dropped: u64,
     pub bytes_sent: u64,
+    /// Bytes of multi-hop application messages (relays); the rest is control traffic.
+    pub data_bytes_sent: u64,
+}
+
+/// A link, named by its two ends in ascending order.
+pub type LinkKey = (u32, u32);
+
+pub fn link_key(a: u32, b: u32) -> LinkKey {
+    (a.min(b), a.max(b))
+}
+
+/// What is true of a link right now, whatever the nodes believe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LinkTruth {
+    /// Both ends up and the link not cut.
+    pub alive: bool,
+    /// Since when it has been in that state.
+    pub since: Instant,
+}
+
+/// Extra loss and latency on some links for a while (a loss burst, a latency spike).
+struct Impairment {
+    id: u64,
+    /// `None`: every link.
+    links: Option<HashSet<LinkKey>>,
+    loss: f64,
+    extra_ms: f64,
 }
 
 enum Delivery {
@@ -101,6 +128,16 @@ struct NetState {
     queue: BinaryHeap<Scheduled>,
     next_order: u64,
     stats: TrafficStats,
+    up: Vec<bool>,
+    /// When each node last came up, and when each down node went down.
+    up_since: Vec<Instant>,
+    down_since: Vec<Option<Instant>>,
+    /// Links cut, with how many faults cut them and since when.
+    cuts: HashMap<LinkKey, (u32, Instant)>,
+    restored_at: HashMap<LinkKey, Instant>,
+    impairments: Vec<Impairment>,
+    next_impairment: u64,
+    started: Instant,
 }
 
 /// The shared network every simulated node's port writes into.
@@ -123,6 +160,8 @@ impl SimNetwork {
             .map(|(i, id)| (*id, i as u32))
             .collect();
         let nodes = vec![None; ids.len()];
+        let now = Instant::now();
+        let count = ids.len();
         SimNetwork {
             state: Arc::new(Mutex::new(NetState {
                 adjacency,
@@ -134,6 +173,14 @@ impl SimNetwork {
                 queue: BinaryHeap::new(),
                 next_order: 0,
                 stats: TrafficStats::default(),
+                up: vec![true; count],
+                up_since: vec![now; count],
+                down_since: vec![None; count],
+                cuts: HashMap::new(),
+                restored_at: HashMap::new(),
+                impairments: Vec::new(),
+                next_impairment: 0,
+                started: now,
             })),
             wake: Arc::new(Notify::new()),
         }
@@ -159,6 +206,132 @@ impl SimNetwork {
 
     pub fn stats(&self) -> TrafficStats {
         self.lock().stats
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn index_of(&self, id: &NodeId) -> Option<u32> {
+        self.lock().index.get(id).copied()
+    }
+
+    pub fn is_up(&self, index: u32) -> bool {
+        self.lock().up[index as usize]
+    }
+
+    /// Marks a node up or down (the caller starts or stops its actors). A down node's
+    /// links carry nothing.
+    pub fn set_up(&self, index: u32, up: bool) {
+        let mut state = self.lock();
+        let i = index as usize;
+        if state.up[i] == up {
+            return;
+        }
+        let now = Instant::now();
+        state.up[i] = up;
+        if up {
+            state.up_since[i] = now;
+            state.down_since[i] = None;
+        } else {
+            state.down_since[i] = Some(now);
+        }
+    }
+
+    /// Cuts a link (both directions) until as many [`SimNetwork::restore`] calls.
+    pub fn cut(&self, link: LinkKey) {
+        let now = Instant::now();
+        self.lock().cuts.entry(link).or_insert((0, now)).0 += 1;
+    }
+
+    pub fn restore(&self, link: LinkKey) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        if let Some(entry) = state.cuts.get_mut(&link) {
+            entry.0 -= 1;
+            if entry.0 == 0 {
+                state.cuts.remove(&link);
+                state.restored_at.insert(link, now);
+            }
+        }
+    }
+
+    pub fn is_cut(&self, link: LinkKey) -> bool {
+        self.lock().cuts.contains_key(&link)
+    }
+
+    /// Adds loss and latency to `links` (`None`: all) until [`SimNetwork::lift`].
+    pub fn impair(&self, links: Option<HashSet<LinkKey>>, loss: f64, extra_ms: f64) -> u64 {
+        let mut state = self.lock();
+        let id = state.next_impairment;
+        state.next_impairment += 1;
+        state.impairments.push(Impairment {
+            id,
+            links,
+            loss,
+            extra_ms,
+        });
+        id
+    }
+
+    pub fn lift(&self, impairment: u64) {
+        self.lock().impairments.retain(|i| i.id != impairment);
+    }
+
+    /// Whether a link is working now and since when, for scoring failure detection.
+    pub fn link_truth(&self, a: u32, b: u32) -> LinkTruth {
+        let state = self.lock();
+        let link = link_key(a, b);
+        let (a, b) = (a as usize, b as usize);
+        let cut = state.cuts.get(&link).map(|(_, since)| *since);
+        if state.up[a] && state.up[b] && cut.is_none() {
+            let restored = state
+                .restored_at
+                .get(&link)
+                .copied()
+                .unwrap_or(state.started);
+            LinkTruth {
+                alive: true,
+                since: state.up_since[a].max(state.up_since[b]).max(restored),
+            }
+        } else {
+            let since = [state.down_since[a], state.down_since[b], cut]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(state.started);
+            LinkTruth {
+                alive: false,
+                since,
+            }
+        }
+    }
+
+    /// The links that work now, as adjacency lists (for true shortest paths and
+    /// connectivity).
+    pub fn live_adjacency(&self) -> Vec<Vec<u32>> {
+        let state = self.lock();
+        state
+            .adjacency
+            .iter()
+            .enumerate()
+            .map(|(a, neighbors)| {
+                if !state.up[a] {
+                    return Vec::new();
+                }
+                neighbors
+                    .iter()
+                    .copied()
+                    .filter(|&b| {
+                        state.up[b as usize] && !state.cuts.contains_key(&link_key(a as u32, b))
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     /// Delivers queued envelopes as they fall due, until the runtime is dropped.
@@ -195,7 +368,14 @@ impl SimNetwork {
         let mut state = self.lock();
         state.stats.envelopes_sent += 1;
         state.stats.bytes_sent += bytes.len() as u64;
-        let Some(delay) = state.draw_delay() else {
+        if is_relay(&bytes) {
+            state.stats.data_bytes_sent += bytes.len() as u64;
+        }
+        if state.cuts.contains_key(&link_key(from, to)) {
+            state.stats.envelopes_dropped += 1;
+            return;
+        }
+        let Some(delay) = state.draw_link_delay(link_key(from, to)) else {
             state.stats.envelopes_dropped += 1;
             return;
         };
@@ -215,10 +395,33 @@ impl SimNetwork {
     }
 }
 
+/// Whether encoded envelope bytes are a relay (multi-hop data). The postcard envelope
+/// starts with the version byte, then the kind as a varint: one byte for every kind.
+fn is_relay(bytes: &[u8]) -> bool {
+    bytes.get(1).copied() == Some(x0_protocols::Kind::Relay.code() as u8)
+}
+
 impl NetState {
     /// `None` if the envelope is lost, else how long it takes.
     fn draw_delay(&mut self) -> Option<Duration> {
-        if self.model.loss > 0.0 && self.rng.random::<f64>() < self.model.loss {
+        self.draw_with(0.0, 0.0)
+    }
+
+    /// Like `draw_delay`, with the impairments active on `link`.
+    fn draw_link_delay(&mut self, link: LinkKey) -> Option<Duration> {
+        let (mut loss, mut extra_ms) = (0.0, 0.0);
+        for impairment in &self.impairments {
+            if impairment.links.as_ref().is_none_or(|l| l.contains(&link)) {
+                loss += impairment.loss;
+                extra_ms += impairment.extra_ms;
+            }
+        }
+        self.draw_with(loss, extra_ms)
+    }
+
+    fn draw_with(&mut self, extra_loss: f64, extra_ms: f64) -> Option<Duration> {
+        let loss = self.model.loss + extra_loss;
+        if loss > 0.0 && self.rng.random::<f64>() < loss {
             return None;
         }
         let jitter = if self.model.jitter_ms > 0.0 {
@@ -227,7 +430,7 @@ impl NetState {
             0.0
         };
         Some(Duration::from_secs_f64(
-            (self.model.latency_ms + jitter).max(0.0) / 1000.0,
+            (self.model.latency_ms + extra_ms + jitter).max(0.0) / 1000.0,
         ))
     }
 

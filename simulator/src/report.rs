@@ -24,6 +24,10 @@ pub struct Report {
     pub discovery: DiscoveryReport,
     /// Present when the scenario enables routing.
     pub routing: Option<RoutingReport>,
+    /// How fast and how accurately nodes noticed failed links and neighbors.
+    pub failure_detection: FailureDetectionReport,
+    pub faults: FaultCounts,
+    pub overhead: OverheadReport,
     /// Peak resident memory of the whole process (Linux `VmHWM`); `None` elsewhere.
     pub peak_rss_bytes: Option<u64>,
     pub peak_rss_bytes_per_node: Option<u64>,
@@ -45,7 +49,7 @@ pub struct DiscoveryReport {
     pub mean_loss: f64,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RoutingReport {
     /// Fraction of ordered node pairs (a, b) where a has a route to b at the end.
     pub pairs_with_route: f64,
@@ -55,6 +59,60 @@ pub struct RoutingReport {
     pub broken_chains: usize,
     /// Mean number of routes per node.
     pub mean_routes: f64,
+    /// Time from a failure to the first message delivered between a pair whose path it
+    /// broke (probed every 50 ms), over all such pairs.
+    pub mttr_ms_p50: Option<f64>,
+    pub mttr_ms_p99: Option<f64>,
+    pub repairs_measured: usize,
+    /// Broken pairs still without a delivery 30 s after their failure.
+    pub unrepaired: usize,
+    /// Application messages sent by the traffic generator.
+    pub messages_sent: u64,
+    /// Of those, between pairs connected when sent and still connected 2 s later (and
+    /// sent at least 5 s before the end).
+    pub messages_between_connected: u64,
+    pub messages_delivered: u64,
+    /// `messages_delivered / messages_between_connected`.
+    pub delivery_ratio: Option<f64>,
+    /// Mean of hops taken over hops on the true shortest path, for delivered messages.
+    pub mean_path_stretch: Option<f64>,
+    /// Messages dropped for running out of hops (what a transient loop would cause).
+    pub hop_limit_drops: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FailureDetectionReport {
+    /// A node declaring a neighbor down after a real failure (crash, cut, partition).
+    pub detections: usize,
+    /// Declarations the injected failures called for.
+    pub expected_detections: usize,
+    /// Time from failure to declaration.
+    pub mttd_ms_p50: Option<f64>,
+    pub mttd_ms_p99: Option<f64>,
+    /// Links declared down that were up (and had been for 5 s).
+    pub false_suspicions: u64,
+    /// False suspicions per 1000 node-hours of virtual time.
+    pub false_suspicion_rate: f64,
+    /// Neighbors that fell under suspicion, false or not.
+    pub suspicions: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FaultCounts {
+    pub crashes: u64,
+    pub restarts: u64,
+    pub link_cuts: u64,
+    pub partitions: u64,
+    pub loss_bursts: u64,
+    pub latency_spikes: u64,
+    pub churn_departures: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OverheadReport {
+    /// Everything but application data on the wire, per node and virtual second.
+    pub control_bytes_per_node_per_s: f64,
+    pub data_bytes: u64,
 }
 
 impl Report {
@@ -111,7 +169,61 @@ impl fmt::Display for Report {
                 r.broken_chains,
                 r.mean_routes
             )?;
+            if r.messages_sent > 0 {
+                writeln!(
+                    f,
+                    "traffic: {} of {} messages between connected pairs delivered ({}); path stretch {}; {} hop-limit drops",
+                    r.messages_delivered,
+                    r.messages_between_connected,
+                    percent(r.delivery_ratio),
+                    r.mean_path_stretch
+                        .map_or("-".into(), |s| format!("{s:.2}")),
+                    r.hop_limit_drops
+                )?;
+            }
+            if r.repairs_measured > 0 || r.unrepaired > 0 {
+                writeln!(
+                    f,
+                    "repair: MTTR p50 {} p99 {} over {} broken paths; {} not repaired within 30 s",
+                    ms(r.mttr_ms_p50),
+                    ms(r.mttr_ms_p99),
+                    r.repairs_measured,
+                    r.unrepaired
+                )?;
+            }
         }
+        let fd = &self.failure_detection;
+        if fd.expected_detections > 0 || fd.false_suspicions > 0 {
+            writeln!(
+                f,
+                "failure detection: {}/{} detected, MTTD p50 {} p99 {}; {} false suspicions ({:.2} per 1000 node-hours)",
+                fd.detections,
+                fd.expected_detections,
+                ms(fd.mttd_ms_p50),
+                ms(fd.mttd_ms_p99),
+                fd.false_suspicions,
+                fd.false_suspicion_rate
+            )?;
+        }
+        let fc = &self.faults;
+        if fc != &FaultCounts::default() {
+            writeln!(
+                f,
+                "faults injected: {} crashes ({} churn), {} restarts, {} link cuts, {} partitions, {} loss bursts, {} latency spikes",
+                fc.crashes,
+                fc.churn_departures,
+                fc.restarts,
+                fc.link_cuts,
+                fc.partitions,
+                fc.loss_bursts,
+                fc.latency_spikes
+            )?;
+        }
+        writeln!(
+            f,
+            "overhead: {:.0} control bytes per node per second",
+            self.overhead.control_bytes_per_node_per_s
+        )?;
         if let Some(rtt) = d.mean_rtt_ms {
             writeln!(
                 f,
@@ -136,6 +248,14 @@ impl fmt::Display for Report {
             _ => write!(f, "memory: peak RSS not available on this platform"),
         }
     }
+}
+
+fn ms(value: Option<f64>) -> String {
+    value.map_or("-".into(), |v| format!("{v:.0} ms"))
+}
+
+fn percent(value: Option<f64>) -> String {
+    value.map_or("-".into(), |v| format!("{:.2}%", v * 100.0))
 }
 
 /// Peak resident set size of this process, from `/proc/self/status`.

@@ -6,11 +6,15 @@ use std::time::Duration;
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use x0_actors::{NodeArgs, NodeHandle, NodeSettings};
+use x0_actors::{NodeHandle, NodeSettings};
 use x0_protocols::{Identity, NodeId};
 
+use crate::chaos::{Chaos, Mesh, REPAIR_WINDOW};
+use crate::measure;
 use crate::net::SimNetwork;
-use crate::report::{DiscoveryReport, Report, RoutingReport, peak_rss_bytes};
+use crate::report::{
+    DiscoveryReport, FailureDetectionReport, OverheadReport, Report, RoutingReport, peak_rss_bytes,
+};
 use crate::scenario::Scenario;
 use crate::topology::Topology;
 
@@ -99,60 +103,90 @@ async fn simulate(
         routing: scenario.routing_config(),
         ..NodeSettings::default()
     };
-    let mut node_rng = seeds.stream();
-    let mut nodes = Vec::with_capacity(scenario.nodes);
-    for (index, identity) in identities.into_iter().enumerate() {
-        let handle = NodeHandle::spawn(NodeArgs {
-            identity,
-            port: network.port(index as u32),
-            settings: settings.clone(),
-            seed: node_rng.next_u64(),
-        })
-        .await
-        .map_err(|e| SimError::NodeStart {
-            index,
-            message: e.to_string(),
-        })?;
-        let handle = Arc::new(handle);
-        network.attach(index as u32, Some(handle.clone()));
-        nodes.push(handle);
+    let mut mesh = Mesh::new(identities, network.clone(), settings, seeds.stream());
+    for index in 0..scenario.nodes as u32 {
+        mesh.start(index).await?;
     }
     let pump = tokio::spawn(network.clone().pump());
 
     let start = tokio::time::Instant::now();
+    let mut chaos = Chaos::new(scenario, start, seeds.stream(), seeds.stream());
     let total = scenario.duration;
-    let mut elapsed = Duration::ZERO;
-    while elapsed < total {
-        let step = (total - elapsed).min(Duration::from_secs(1));
-        tokio::time::sleep_until(start + elapsed + step).await;
-        elapsed += step;
-        progress(Progress {
-            virtual_elapsed: elapsed,
-            virtual_total: total,
-        });
+    let mut next_second = Duration::from_secs(1).min(total);
+    loop {
+        let due = chaos.next_due().map_or(next_second, |d| d.min(next_second));
+        tokio::time::sleep_until(start + due).await;
+        chaos.run_due(&mut mesh).await?;
+        if due >= next_second {
+            chaos.settle(&mesh);
+            progress(Progress {
+                virtual_elapsed: next_second,
+                virtual_total: total,
+            });
+            if next_second >= total {
+                break;
+            }
+            next_second = (next_second + Duration::from_secs(1)).min(total);
+        }
     }
     let virtual_seconds = start.elapsed().as_secs_f64();
 
-    let discovery = measure_discovery(&nodes, &topology, &ids).await?;
-    let routing = match scenario.routing.enabled {
-        true => Some(measure_routing(&nodes, &ids).await?),
-        false => None,
-    };
+    let live: Vec<Arc<NodeHandle>> = mesh.nodes.iter().flatten().cloned().collect();
+    let live_ids: Vec<NodeId> = mesh.up_nodes().iter().map(|&i| ids[i as usize]).collect();
+    let discovery = measure_discovery(&mesh, &topology, &ids).await?;
     let mut actor_restarts = 0;
     let mut decode_errors = 0;
-    for (index, node) in nodes.iter().enumerate() {
+    let mut hop_limit_drops = 0;
+    for (index, node) in live.iter().enumerate() {
         let status = node.status().await.map_err(|e| SimError::NodeQuery {
             index,
             message: e.to_string(),
         })?;
         actor_restarts += status.actor_restarts;
         decode_errors += status.envelope_decode_errors;
+        hop_limit_drops += status
+            .forwarding
+            .dropped
+            .get("hop_limit")
+            .copied()
+            .unwrap_or(0);
     }
+    let routing = match scenario.routing.enabled {
+        true => {
+            let mut routing = measure_routing(&live, &live_ids).await?;
+            routing.hop_limit_drops = hop_limit_drops;
+            score_traffic(&mut routing, &mesh, start + total);
+            Some(routing)
+        }
+        false => None,
+    };
     let traffic = network.stats();
+    let failure_detection = {
+        let obs = mesh.recorder.lock();
+        let node_hours = scenario.nodes as f64 * virtual_seconds / 3600.0;
+        FailureDetectionReport {
+            detections: obs.detections_ms.len(),
+            expected_detections: chaos.expected_detections,
+            mttd_ms_p50: measure::quantile(&obs.detections_ms, 0.5),
+            mttd_ms_p99: measure::quantile(&obs.detections_ms, 0.99),
+            false_suspicions: obs.false_suspicions,
+            false_suspicion_rate: obs.false_suspicions as f64 / node_hours.max(1e-9) * 1000.0,
+            suspicions: obs.suspicions,
+        }
+    };
+    let overhead = OverheadReport {
+        control_bytes_per_node_per_s: (traffic.bytes_sent - traffic.data_bytes_sent) as f64
+            / scenario.nodes as f64
+            / virtual_seconds.max(1e-9),
+        data_bytes: traffic.data_bytes_sent,
+    };
     pump.abort();
-    for (index, node) in nodes.into_iter().enumerate() {
-        network.attach(index as u32, None);
-        if let Ok(node) = Arc::try_unwrap(node) {
+    drop(live);
+    for index in 0..scenario.nodes as u32 {
+        network.attach(index, None);
+        if let Some(node) = mesh.nodes[index as usize].take()
+            && let Ok(node) = Arc::try_unwrap(node)
+        {
             node.shutdown().await;
         }
     }
@@ -172,34 +206,82 @@ async fn simulate(
         envelope_decode_errors: decode_errors,
         discovery,
         routing,
+        failure_detection,
+        faults: chaos.counts.clone(),
+        overhead,
         peak_rss_bytes: None,
         peak_rss_bytes_per_node: None,
     })
 }
 
+/// Fills the routing report's traffic figures: delivery between pairs that stayed
+/// connected, path stretch, and repair times.
+fn score_traffic(routing: &mut RoutingReport, mesh: &Mesh, end: tokio::time::Instant) {
+    /// Messages sent this close to the end may still be in flight.
+    const IN_FLIGHT: Duration = Duration::from_secs(5);
+    let obs = mesh.recorder.lock();
+    let mut stretch_sum = 0.0;
+    let mut stretch_count = 0usize;
+    for m in obs.messages.iter().filter(|m| m.repair.is_none()) {
+        routing.messages_sent += 1;
+        if m.stayed_connected != Some(true) || end.duration_since(m.sent_at) < IN_FLIGHT {
+            continue;
+        }
+        routing.messages_between_connected += 1;
+        if m.delivered_at.is_some() {
+            routing.messages_delivered += 1;
+            if let (Some(hops), Some(shortest)) = (m.hops, m.shortest_hops)
+                && shortest > 0
+            {
+                stretch_sum += f64::from(hops) / f64::from(shortest);
+                stretch_count += 1;
+            }
+        }
+    }
+    routing.delivery_ratio = (routing.messages_between_connected > 0)
+        .then(|| routing.messages_delivered as f64 / routing.messages_between_connected as f64);
+    routing.mean_path_stretch = (stretch_count > 0).then(|| stretch_sum / stretch_count as f64);
+    // Repairs whose window has not closed by the end are left out unless repaired.
+    let closed: Vec<_> = obs
+        .repairs
+        .iter()
+        .filter(|r| r.repaired_at.is_some() || end.duration_since(r.fault_at) >= REPAIR_WINDOW)
+        .cloned()
+        .collect();
+    let (times, unrepaired) = measure::repair_times(&closed);
+    routing.mttr_ms_p50 = measure::quantile(&times, 0.5);
+    routing.mttr_ms_p99 = measure::quantile(&times, 0.99);
+    routing.repairs_measured = times.len();
+    routing.unrepaired = unrepaired;
+}
+
 /// Compares every node's neighbor table with the true topology.
 async fn measure_discovery(
-    nodes: &[Arc<NodeHandle>],
+    mesh: &Mesh,
     topology: &Topology,
     ids: &[NodeId],
 ) -> Result<DiscoveryReport, SimError> {
+    let live = mesh.network.live_adjacency();
+    let up = mesh.up_nodes();
     let mut exact = 0;
     let mut entries = 0usize;
     let mut phantom = 0usize;
     let mut rtt_sum = 0.0;
     let mut rtt_count = 0usize;
     let mut loss_sum = 0.0;
-    for (index, node) in nodes.iter().enumerate() {
+    for &index in &up {
+        let index = index as usize;
+        let Some(node) = &mesh.nodes[index] else {
+            continue;
+        };
         let table = node.neighbors().await.map_err(|e| SimError::NodeQuery {
             index,
             message: e.to_string(),
         })?;
         let mut seen: Vec<NodeId> = table.iter().map(|n| n.id).collect();
         seen.sort();
-        let mut truth: Vec<NodeId> = topology.adjacency[index]
-            .iter()
-            .map(|&j| ids[j as usize])
-            .collect();
+        // The truth is the links that work at the end (all of them, without faults).
+        let mut truth: Vec<NodeId> = live[index].iter().map(|&j| ids[j as usize]).collect();
         truth.sort();
         if seen == truth {
             exact += 1;
@@ -219,7 +301,7 @@ async fn measure_discovery(
     }
     Ok(DiscoveryReport {
         nodes_with_all_neighbors: exact,
-        mean_neighbors: entries as f64 / nodes.len().max(1) as f64,
+        mean_neighbors: entries as f64 / up.len().max(1) as f64,
         true_mean_degree: topology.mean_degree(),
         phantom_neighbors: phantom,
         mean_rtt_ms: (rtt_count > 0).then(|| rtt_sum / rtt_count as f64),
@@ -312,5 +394,6 @@ async fn measure_routing(
         loops_detected: loops,
         broken_chains: broken,
         mean_routes: total_routes as f64 / n.max(1) as f64,
+        ..RoutingReport::default()
     })
 }

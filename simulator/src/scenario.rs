@@ -7,6 +7,7 @@ use serde::{Deserialize, Deserializer};
 use x0_protocols::discovery::DiscoveryConfig;
 use x0_protocols::routing::RoutingConfig;
 
+use crate::faults::{ChurnSpec, FaultSpec};
 use crate::net::LinkModel;
 use crate::topology::TopologyKind;
 
@@ -28,7 +29,7 @@ pub enum ScenarioError {
     #[error("{origin}: {key}: {reason}")]
     Invalid {
         origin: String,
-        key: &'static str,
+        key: String,
         reason: String,
     },
 }
@@ -50,7 +51,39 @@ pub struct Scenario {
     pub discovery: DiscoverySection,
     #[serde(default)]
     pub routing: RoutingSection,
+    #[serde(default)]
+    pub faults: Vec<FaultSpec>,
+    pub churn: Option<ChurnSpec>,
+    pub traffic: Option<TrafficSection>,
 }
+
+/// `[traffic]`: application messages between random pairs of nodes, to measure delivery.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficSection {
+    /// Messages per second, over the whole mesh.
+    pub rate_per_s: f64,
+    /// When sending begins (give routing time to converge first).
+    #[serde(
+        default = "default_traffic_start",
+        deserialize_with = "duration_from_str"
+    )]
+    pub start: Duration,
+    #[serde(default = "default_payload_bytes")]
+    pub payload_bytes: usize,
+}
+
+fn default_traffic_start() -> Duration {
+    Duration::from_secs(20)
+}
+
+fn default_payload_bytes() -> usize {
+    64
+}
+
+/// Largest traffic payload: enough to model application messages, small enough that a
+/// typo does not turn a benchmark into a bandwidth test.
+pub const MAX_TRAFFIC_PAYLOAD: usize = 64 * 1024;
 
 /// Routing in the simulation. Off by default for now: at 1000 nodes its full-table
 /// updates cost more than the 10x-real-time budget allows (see BENCHMARKS.md).
@@ -138,9 +171,9 @@ impl Scenario {
 
     /// Refuses values no run can make sense of, naming the key.
     pub fn validate(&self, origin: &str) -> Result<(), ScenarioError> {
-        let invalid = |key: &'static str, reason: String| ScenarioError::Invalid {
+        let invalid = |key: &str, reason: String| ScenarioError::Invalid {
             origin: origin.to_string(),
-            key,
+            key: key.to_string(),
             reason,
         };
         if !(1..=MAX_NODES).contains(&self.nodes) {
@@ -192,6 +225,46 @@ impl Scenario {
                     "must be longer than discovery.beacon_ms ({}), got {}",
                     self.discovery.beacon_ms, self.discovery.expiry_ms
                 ),
+            ));
+        }
+        for (i, fault) in self.faults.iter().enumerate() {
+            fault
+                .validate(self.nodes, self.duration)
+                .map_err(|(key, reason)| invalid(&format!("faults[{i}].{key}"), reason))?;
+        }
+        if let Some(churn) = &self.churn {
+            churn
+                .validate()
+                .map_err(|(key, reason)| invalid(key, reason))?;
+        }
+        if let Some(traffic) = &self.traffic {
+            if !(traffic.rate_per_s.is_finite()
+                && traffic.rate_per_s > 0.0
+                && traffic.rate_per_s <= 100_000.0)
+            {
+                return Err(invalid(
+                    "traffic.rate_per_s",
+                    format!(
+                        "must be more than 0 and at most 100000, got {}",
+                        traffic.rate_per_s
+                    ),
+                ));
+            }
+            if !(1..=MAX_TRAFFIC_PAYLOAD).contains(&traffic.payload_bytes) {
+                return Err(invalid(
+                    "traffic.payload_bytes",
+                    format!(
+                        "must be between 1 and {MAX_TRAFFIC_PAYLOAD}, got {}",
+                        traffic.payload_bytes
+                    ),
+                ));
+            }
+        }
+        let needs_routing = self.traffic.is_some();
+        if needs_routing && !self.routing.enabled {
+            return Err(invalid(
+                "traffic",
+                "needs routing: set [routing] enabled = true (or pass --routing)".into(),
             ));
         }
         Ok(())

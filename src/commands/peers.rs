@@ -31,45 +31,35 @@ pub fn run(args: PeersArgs) -> Result<()> {
 /// Formats peers as an aligned text table, one line per peer.
 fn render_table(rows: &[Value]) -> String {
     let header = ["PEER ID", "RTT", "LOSS", "LAST SEEN", "LINK", "ADDRESS"];
-    let mut lines: Vec<[String; 6]> = vec![header.map(String::from)];
-    for peer in rows {
-        let rtt = peer["rtt_ms"]
-            .as_f64()
-            .map_or_else(|| "-".to_string(), |ms| format!("{ms:.1} ms"));
-        let loss = peer["loss"]
-            .as_f64()
-            .map_or_else(|| "-".to_string(), |l| format!("{:.1}%", l * 100.0));
-        let seen = peer["last_seen_ms_ago"].as_u64().map_or_else(
-            || "-".to_string(),
-            |ms| format!("{:.1} s ago", ms as f64 / 1000.0),
-        );
-        let link = match peer["bidirectional"].as_bool() {
-            Some(true) => "both ways",
-            Some(false) => "one way",
-            None => "-",
-        };
-        lines.push([
-            peer["id"].as_str().unwrap_or("?").to_string(),
-            rtt,
-            loss,
-            seen,
-            link.to_string(),
-            peer["address"].as_str().unwrap_or("-").to_string(),
-        ]);
-    }
-    let widths: Vec<usize> = (0..6)
-        .map(|c| lines.iter().map(|l| l[c].len()).max().unwrap_or(0))
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|peer| {
+            let rtt = peer["rtt_ms"]
+                .as_f64()
+                .map_or_else(|| "-".to_string(), |ms| format!("{ms:.1} ms"));
+            let loss = peer["loss"]
+                .as_f64()
+                .map_or_else(|| "-".to_string(), |l| format!("{:.1}%", l * 100.0));
+            let seen = peer["last_seen_ms_ago"].as_u64().map_or_else(
+                || "-".to_string(),
+                |ms| format!("{:.1} s ago", ms as f64 / 1000.0),
+            );
+            let link = match peer["bidirectional"].as_bool() {
+                Some(true) => "both ways",
+                Some(false) => "one way",
+                None => "-",
+            };
+            vec![
+                peer["id"].as_str().unwrap_or("?").to_string(),
+                rtt,
+                loss,
+                seen,
+                link.to_string(),
+                peer["address"].as_str().unwrap_or("-").to_string(),
+            ]
+        })
         .collect();
-    let mut out = String::new();
-    for line in &lines {
-        let cells: Vec<String> = line
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
+    let mut out = super::table::render(&header, &rows);
     if rows.is_empty() {
         out.push_str("(no peers yet)\n");
     }

@@ -1,0 +1,44 @@
+//! `x0tta6bl4 send`: send a message through a running node to another node of the mesh.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use serde_json::json;
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The sending node's HTTP API, e.g. http://127.0.0.1:8081
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    api: String,
+    /// The destination's node id (its PeerId, as `peers` and `routes` print it).
+    #[arg(long)]
+    to: String,
+    /// Send this file's bytes instead of text.
+    #[arg(long, conflicts_with = "text")]
+    file: Option<PathBuf>,
+    /// The text to send.
+    #[arg(required_unless_present = "file")]
+    text: Option<String>,
+}
+
+pub fn run(args: SendArgs) -> Result<()> {
+    let url = format!("{}/api/v1/messages", args.api.trim_end_matches('/'));
+    let body = match (&args.file, args.text) {
+        (Some(path), _) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            json!({ "to": args.to, "hex": hex::encode(bytes) })
+        }
+        (None, Some(text)) => json!({ "to": args.to, "text": text }),
+        (None, None) => bail!("give the text to send or --file"),
+    };
+    let answer = super::post_json(&url, &body)?;
+    println!(
+        "sent message {} to {} via {}",
+        answer["id"],
+        answer["destination"].as_str().unwrap_or("?"),
+        answer["next_hop"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
