@@ -9,10 +9,12 @@ use serde::{Deserialize, Serialize};
 use x0_protocols::discovery::{
     Beacon, Discovery, DiscoveryConfig, DiscoveryEvent, Neighbor, Output,
 };
+use x0_protocols::failure::{self, FailureConfig, FailureDetector, SwimMessage};
 use x0_protocols::routing::link_cost;
-use x0_protocols::{Envelope, Identity, Kind, NodeId};
+use x0_protocols::{Envelope, Identity, Kind, Millis, NodeId};
 
 use crate::clock::NodeClock;
+use crate::observer::NodeObserver;
 use crate::port::{NetworkPort, Topic};
 use crate::supervisor::NodeMsg;
 use crate::timer::Timer;
@@ -42,8 +44,10 @@ pub struct NeighborInfo {
 }
 
 pub enum DiscoveryMsg {
-    /// A decoded beacon envelope; its signature is checked here.
+    /// A decoded beacon envelope from its (authenticated) link peer.
     Beacon(Envelope),
+    /// A decoded failure-detector probe from its (authenticated) link peer.
+    Probe(Envelope),
     /// Timer fired; the number says which schedule it belongs to.
     Tick(u64),
     Neighbors(RpcReplyPort<Vec<NeighborInfo>>),
@@ -61,10 +65,18 @@ pub struct DiscoveryArgs {
     pub pending: Arc<AtomicUsize>,
     /// Where link events go (the supervisor, which hands them to routing).
     pub supervisor: ActorRef<NodeMsg>,
+    /// `None`: neighbors fail only by expiry.
+    pub failure: Option<FailureConfig>,
+    pub observer: Arc<dyn NodeObserver>,
 }
 
 pub struct DiscoveryState {
     protocol: Discovery,
+    /// SWIM/Lifeguard probing of neighbors that went quiet.
+    detector: Option<FailureDetector>,
+    /// When each neighbor was last handed to the detector for probing, so a neighbor
+    /// whose beacons are lost but who answers probes is not probed on every tick.
+    probed_at: BTreeMap<NodeId, Millis>,
     args: DiscoveryArgs,
     /// The link cost last announced for each neighbor.
     announced: BTreeMap<NodeId, u16>,
@@ -89,8 +101,13 @@ impl Actor for DiscoveryActor {
             args.seed,
             args.clock.now(),
         );
+        let detector = args.failure.clone().map(|config| {
+            FailureDetector::new(args.identity.id(), config, args.seed.rotate_left(29))
+        });
         let mut state = DiscoveryState {
             protocol,
+            detector,
+            probed_at: BTreeMap::new(),
             args,
             announced: BTreeMap::new(),
             timer: Timer::default(),
@@ -110,12 +127,20 @@ impl Actor for DiscoveryActor {
                 state.args.pending.fetch_sub(1, Ordering::Relaxed);
                 state.take_beacon(&envelope);
             }
+            DiscoveryMsg::Probe(envelope) => {
+                state.args.pending.fetch_sub(1, Ordering::Relaxed);
+                state.take_probe(&envelope);
+            }
             DiscoveryMsg::Tick(generation) => {
                 if !state.timer.fire(generation) {
                     return Ok(());
                 }
                 let now = state.args.clock.now();
                 state.protocol.handle_timeout(now);
+                state.probe_the_silent(now);
+                if let Some(detector) = &mut state.detector {
+                    detector.handle_timeout(now);
+                }
             }
             DiscoveryMsg::Neighbors(reply) => {
                 let _ = reply.send(state.neighbor_infos());
@@ -142,7 +167,17 @@ impl DiscoveryState {
         };
         metrics::counter!("x0_discovery_beacons_received_total").increment(1);
         let now = self.args.clock.now();
-        match self.protocol.handle_beacon(now, envelope.from, &beacon) {
+        let accepted = self.protocol.handle_beacon(now, envelope.from, &beacon);
+        if accepted.is_ok()
+            && let Some(detector) = &mut self.detector
+        {
+            detector.heard_from(now, envelope.from);
+            detector.set_neighbors_of(
+                envelope.from,
+                beacon.echoes.iter().map(|e| e.neighbor).collect(),
+            );
+        }
+        match accepted {
             Ok(()) => {
                 if let Some(neighbor) = self.protocol.neighbor(&envelope.from) {
                     let cost = cost_of(neighbor);
@@ -160,7 +195,95 @@ impl DiscoveryState {
         }
     }
 
+    fn take_probe(&mut self, envelope: &Envelope) {
+        let message: SwimMessage = match envelope.decode_payload() {
+            Ok(m) => m,
+            Err(e) => {
+                metrics::counter!("x0_node_envelope_rejected_total", "kind" => "probe", "reason" => e.reason())
+                    .increment(1);
+                return;
+            }
+        };
+        let now = self.args.clock.now();
+        if let Some(detector) = &mut self.detector {
+            detector.handle_message(now, envelope.from, message);
+        }
+    }
+
+    /// Hands neighbors that have gone quiet to the failure detector.
+    fn probe_the_silent(&mut self, now: Millis) {
+        let Some(detector) = &mut self.detector else {
+            return;
+        };
+        let silence = self
+            .args
+            .failure
+            .as_ref()
+            .map_or(u64::MAX, |f| f.silence_ms);
+        for neighbor in self.protocol.neighbors() {
+            let quiet_since = self
+                .probed_at
+                .get(&neighbor.id)
+                .map_or(neighbor.last_seen, |&p| p.max(neighbor.last_seen));
+            if now.since(quiet_since) >= silence {
+                detector.suspect_silence(now, neighbor.id);
+                self.probed_at.insert(neighbor.id, now);
+            }
+        }
+    }
+
+    /// When the next neighbor goes quiet enough to be probed.
+    fn next_silence_deadline(&self) -> Option<Millis> {
+        let silence = self.args.failure.as_ref()?.silence_ms;
+        self.protocol
+            .neighbors()
+            .map(|n| {
+                let quiet_since = self
+                    .probed_at
+                    .get(&n.id)
+                    .map_or(n.last_seen, |&p| p.max(n.last_seen));
+                quiet_since.plus(silence)
+            })
+            .min()
+    }
+
+    fn flush_detector(&mut self) {
+        let Some(detector) = &mut self.detector else {
+            return;
+        };
+        let mut dead = Vec::new();
+        while let Some(output) = detector.poll_output() {
+            match output {
+                failure::Output::Send(to, message) => {
+                    let envelope =
+                        Envelope::seal_message(&self.args.identity, Kind::Probe, &message);
+                    self.args.port.send(to, &envelope);
+                    metrics::counter!("x0_failure_probes_sent_total").increment(1);
+                }
+                failure::Output::Suspect(id) => {
+                    metrics::counter!("x0_failure_suspicions_total").increment(1);
+                    tracing::debug!(neighbor = %id, "neighbor suspected");
+                    self.args.observer.suspected(id);
+                }
+                failure::Output::Alive(id) => {
+                    metrics::counter!("x0_failure_refuted_total").increment(1);
+                    tracing::debug!(neighbor = %id, "suspicion refuted");
+                }
+                failure::Output::Dead(id) => {
+                    metrics::counter!("x0_failure_declared_dead_total").increment(1);
+                    tracing::info!(neighbor = %id, "neighbor failed (probes unanswered)");
+                    dead.push(id);
+                }
+            }
+        }
+        for id in dead {
+            self.protocol.remove_neighbor(&id);
+        }
+        metrics::gauge!("x0_failure_local_health").set(f64::from(detector.health()));
+    }
+
     fn flush_outputs(&mut self) {
+        self.flush_detector();
         while let Some(output) = self.protocol.poll_output() {
             match output {
                 Output::Broadcast(beacon) => {
@@ -171,12 +294,20 @@ impl DiscoveryState {
                 }
                 Output::Event(DiscoveryEvent::NeighborUp(id)) => {
                     tracing::info!(neighbor = %id, "neighbor up");
+                    let now = self.args.clock.now();
+                    if let Some(detector) = &mut self.detector {
+                        detector.add_neighbor(now, id);
+                    }
                     let cost = self.protocol.neighbor(&id).map_or(u16::MAX - 1, cost_of);
                     self.announced.insert(id, cost);
                     self.tell(LinkEvent::Up { neighbor: id, cost });
                 }
                 Output::Event(DiscoveryEvent::NeighborDown(id)) => {
                     self.announced.remove(&id);
+                    self.probed_at.remove(&id);
+                    if let Some(detector) = &mut self.detector {
+                        detector.remove_neighbor(id);
+                    }
                     tracing::info!(neighbor = %id, "neighbor down");
                     self.tell(LinkEvent::Down { neighbor: id });
                 }
@@ -186,7 +317,14 @@ impl DiscoveryState {
     }
 
     fn arm_timer(&mut self, myself: &ActorRef<DiscoveryMsg>) {
-        let deadline = self.protocol.next_deadline();
+        let deadline = [
+            self.protocol.next_deadline(),
+            self.detector.as_ref().and_then(|d| d.next_deadline()),
+            self.next_silence_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         self.timer
             .arm(myself, &self.args.clock, deadline, DiscoveryMsg::Tick);
     }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde::{Deserialize, Serialize};
 use x0_protocols::discovery::DiscoveryConfig;
+use x0_protocols::failure::FailureConfig;
 use x0_protocols::forwarding::ForwardingConfig;
 use x0_protocols::routing::{RoutingConfig, link_cost};
 use x0_protocols::{Envelope, Identity, Kind, NodeId};
@@ -24,6 +25,8 @@ use crate::routing::{
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeSettings {
     pub discovery: DiscoveryConfig,
+    /// SWIM/Lifeguard probing of quiet neighbors; `None`: neighbors fail by expiry only.
+    pub failure: Option<FailureConfig>,
     /// `None` runs the node without a routing actor (discovery only).
     pub routing: Option<RoutingConfig>,
     pub forwarding: ForwardingConfig,
@@ -41,6 +44,7 @@ impl Default for NodeSettings {
     fn default() -> Self {
         NodeSettings {
             discovery: DiscoveryConfig::default(),
+            failure: Some(FailureConfig::default()),
             routing: Some(RoutingConfig::default()),
             forwarding: ForwardingConfig::default(),
             inbound_queue_limit: 1024,
@@ -142,6 +146,8 @@ impl NodeSupervisor {
             clock,
             pending,
             supervisor: myself.clone(),
+            failure: args.settings.failure.clone(),
+            observer: args.observer.clone(),
         };
         let (actor, _) =
             Actor::spawn_linked(None, DiscoveryActor, discovery_args, myself.get_cell()).await?;
@@ -399,16 +405,21 @@ impl NodeState {
                     None => self.drop_inbound("routing_disabled"),
                 }
             }
-            // Data travels only inside relays; probes are not spoken by this build.
-            Kind::Data | Kind::Probe => self.drop_inbound("unexpected_kind"),
-            Kind::Beacon => {
+            // Data travels only inside relays.
+            Kind::Data => self.drop_inbound("unexpected_kind"),
+            Kind::Beacon | Kind::Probe => {
                 let limit = self.args.settings.inbound_queue_limit;
                 if self.discovery_pending.load(Ordering::Relaxed) >= limit {
                     self.drop_inbound("queue_full");
                     return;
                 }
                 self.discovery_pending.fetch_add(1, Ordering::Relaxed);
-                if self.discovery.cast(DiscoveryMsg::Beacon(envelope)).is_err() {
+                let message = if envelope.kind == Kind::Beacon {
+                    DiscoveryMsg::Beacon(envelope)
+                } else {
+                    DiscoveryMsg::Probe(envelope)
+                };
+                if self.discovery.cast(message).is_err() {
                     self.discovery_pending.fetch_sub(1, Ordering::Relaxed);
                     self.drop_inbound("actor_down");
                 }

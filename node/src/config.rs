@@ -15,12 +15,19 @@
 //! listen = ["/ip4/127.0.0.1/tcp/4001", "/ip4/127.0.0.1/udp/4001/quic-v1"]
 //! bootstrap = ["/ip4/127.0.0.1/tcp/4001"]
 //! max_peers = 64
+//! discover = true            # false: links only to bootstrap peers (fixed topology)
 //! [api]
 //! listen = "127.0.0.1:8081"
 //! [discovery]
 //! beacon_ms = 1000
 //! expiry_ms = 3500
 //! max_neighbors = 256
+//! [failure_detection]
+//! enabled = true             # SWIM/Lifeguard probes; false: neighbors fail by expiry
+//! silence_ms = 1500          # probe a neighbor unheard this long
+//! probe_timeout_ms = 200
+//! suspicion_min_ms = 400     # suspicion timeout with full confirmation ...
+//! suspicion_max_ms = 1200    # ... and with none
 //! ```
 
 use std::fmt;
@@ -33,6 +40,7 @@ use libp2p::multiaddr::Protocol;
 use serde::Deserialize;
 use x0_actors::NodeSettings;
 use x0_protocols::discovery::DiscoveryConfig;
+use x0_protocols::failure::FailureConfig;
 
 /// Allowed range of `discovery.beacon_ms`: faster floods the links, slower makes failure
 /// detection useless.
@@ -100,6 +108,18 @@ struct FileConfig {
     api: FileApi,
     #[serde(default)]
     discovery: FileDiscovery,
+    #[serde(default)]
+    failure_detection: FileFailure,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileFailure {
+    enabled: Option<bool>,
+    silence_ms: Option<u64>,
+    probe_timeout_ms: Option<u64>,
+    suspicion_min_ms: Option<u64>,
+    suspicion_max_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +139,7 @@ struct FileNetwork {
     #[serde(default)]
     bootstrap: Vec<String>,
     max_peers: Option<usize>,
+    discover: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,6 +186,10 @@ pub struct NodeConfig {
     pub expiry_ms: u64,
     /// Neighbor table bound.
     pub max_neighbors: usize,
+    /// Find peers through Kademlia; `false` keeps to the bootstrap peers.
+    pub discover_peers: bool,
+    /// SWIM/Lifeguard failure detection; `None` leaves neighbor failure to expiry.
+    pub failure: Option<FailureConfig>,
 }
 
 /// Default listen addresses of a node started from a file without `network.listen`.
@@ -194,6 +219,8 @@ impl NodeConfig {
             beacon_ms: discovery.beacon_interval_ms,
             expiry_ms: discovery.expiry_ms,
             max_neighbors: discovery.max_neighbors,
+            discover_peers: true,
+            failure: Some(FailureConfig::default()),
         }
     }
 
@@ -253,6 +280,18 @@ impl NodeConfig {
         config.bootstrap = parse_multiaddrs(origin, "network.bootstrap", &raw.network.bootstrap)?;
         if let Some(max_peers) = raw.network.max_peers {
             config.max_peers = max_peers;
+        }
+        if let Some(discover) = raw.network.discover {
+            config.discover_peers = discover;
+        }
+        let f = raw.failure_detection;
+        if f.enabled == Some(false) {
+            config.failure = None;
+        } else if let Some(failure) = &mut config.failure {
+            failure.silence_ms = f.silence_ms.unwrap_or(failure.silence_ms);
+            failure.probe_timeout_ms = f.probe_timeout_ms.unwrap_or(failure.probe_timeout_ms);
+            failure.suspicion_min_ms = f.suspicion_min_ms.unwrap_or(failure.suspicion_min_ms);
+            failure.suspicion_max_ms = f.suspicion_max_ms.unwrap_or(failure.suspicion_max_ms);
         }
         let api = raw.api.listen.as_deref().unwrap_or(DEFAULT_API_LISTEN);
         config.api_listen = Some(SocketAddr::from_str(api.trim()).map_err(|_| {
@@ -340,6 +379,39 @@ impl NodeConfig {
             1,
             MAX_NEIGHBORS_LIMIT,
         )?;
+        if let Some(f) = &self.failure {
+            in_range(
+                origin,
+                "failure_detection.silence_ms",
+                f.silence_ms,
+                10,
+                MAX_EXPIRY_MS,
+            )?;
+            in_range(
+                origin,
+                "failure_detection.probe_timeout_ms",
+                f.probe_timeout_ms,
+                1,
+                60_000,
+            )?;
+            in_range(
+                origin,
+                "failure_detection.suspicion_min_ms",
+                f.suspicion_min_ms,
+                1,
+                MAX_EXPIRY_MS,
+            )?;
+            if f.suspicion_max_ms < f.suspicion_min_ms || f.suspicion_max_ms > MAX_EXPIRY_MS {
+                return Err(ConfigError::invalid(
+                    origin,
+                    "failure_detection.suspicion_max_ms",
+                    format!(
+                        "must be at least failure_detection.suspicion_min_ms ({}) and at most {MAX_EXPIRY_MS}, got {}",
+                        f.suspicion_min_ms, f.suspicion_max_ms
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -354,6 +426,7 @@ impl NodeConfig {
                 expiry_ms: self.expiry_ms,
                 max_neighbors: self.max_neighbors,
             },
+            failure: self.failure.clone(),
             ..defaults
         }
     }

@@ -66,6 +66,7 @@ pub struct NodeBuilder {
     listen: Vec<Multiaddr>,
     bootstrap: Vec<Multiaddr>,
     max_peers: Option<usize>,
+    discover_peers: Option<bool>,
     api_listen: Option<SocketAddr>,
     seed: Option<u64>,
     settings: NodeSettings,
@@ -80,6 +81,7 @@ impl NodeBuilder {
             listen: config.listen.clone(),
             bootstrap: config.bootstrap.clone(),
             max_peers: Some(config.max_peers),
+            discover_peers: Some(config.discover_peers),
             api_listen: config.api_listen,
             seed: config.seed,
             settings: config.node_settings(),
@@ -106,6 +108,13 @@ impl NodeBuilder {
     /// An address of a node already in the mesh (`/p2p/<id>` suffix optional).
     pub fn bootstrap(mut self, addr: Multiaddr) -> Self {
         self.bootstrap.push(addr);
+        self
+    }
+
+    /// Whether to find the rest of the mesh through Kademlia (default) or keep to the
+    /// bootstrap peers, which then are this node's whole, fixed set of links.
+    pub fn discover_peers(mut self, discover: bool) -> Self {
+        self.discover_peers = Some(discover);
         self
     }
 
@@ -159,6 +168,7 @@ impl NodeBuilder {
                 listen,
                 bootstrap: self.bootstrap,
                 max_peers: self.max_peers.unwrap_or(64),
+                discover: self.discover_peers.unwrap_or(true),
             },
         )
         .await?;

@@ -267,6 +267,17 @@ impl Discovery {
         self.outputs.pop_front()
     }
 
+    /// Drops a neighbor the failure detector declared dead, before expiry would have;
+    /// emits `NeighborDown`. A later beacon from it brings it back as a new neighbor.
+    pub fn remove_neighbor(&mut self, id: &NodeId) -> bool {
+        let removed = self.neighbors.remove(id).is_some();
+        if removed {
+            self.outputs
+                .push_back(Output::Event(DiscoveryEvent::NeighborDown(*id)));
+        }
+        removed
+    }
+
     /// When [`Discovery::handle_timeout`] should next be called.
     pub fn next_deadline(&self) -> Option<Millis> {
         let expiry = self

@@ -58,6 +58,10 @@ pub struct FailureConfig {
     pub confirmations: u32,
     /// Upper bound of the local health multiplier.
     pub max_health: u32,
+    /// For the driver: a neighbor unheard for this long gets probed
+    /// ([`FailureDetector::suspect_silence`]). A little over one beacon interval, so one
+    /// lost beacon triggers a cheap probe instead of waiting for expiry.
+    pub silence_ms: u64,
 }
 
 impl Default for FailureConfig {
@@ -69,6 +73,7 @@ impl Default for FailureConfig {
             suspicion_max_ms: 1200,
             confirmations: 3,
             max_health: 8,
+            silence_ms: 1500,
         }
     }
 }

@@ -100,6 +100,7 @@ async fn simulate(
     );
     let settings = NodeSettings {
         discovery: scenario.discovery_config(),
+        failure: scenario.failure_config(),
         routing: scenario.routing_config(),
         ..NodeSettings::default()
     };

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 use x0_protocols::discovery::DiscoveryConfig;
+use x0_protocols::failure::FailureConfig;
 use x0_protocols::routing::RoutingConfig;
 
 use crate::faults::{ChurnSpec, FaultSpec};
@@ -52,6 +53,8 @@ pub struct Scenario {
     #[serde(default)]
     pub routing: RoutingSection,
     #[serde(default)]
+    pub failure_detection: FailureSection,
+    #[serde(default)]
     pub faults: Vec<FaultSpec>,
     pub churn: Option<ChurnSpec>,
     pub traffic: Option<TrafficSection>,
@@ -91,6 +94,30 @@ pub const MAX_TRAFFIC_PAYLOAD: usize = 64 * 1024;
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingSection {
     pub enabled: bool,
+}
+
+/// `[failure_detection]`: SWIM/Lifeguard probing of quiet neighbors (on by default).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailureSection {
+    pub enabled: bool,
+    pub silence_ms: u64,
+    pub probe_timeout_ms: u64,
+    pub suspicion_min_ms: u64,
+    pub suspicion_max_ms: u64,
+}
+
+impl Default for FailureSection {
+    fn default() -> Self {
+        let f = FailureConfig::default();
+        FailureSection {
+            enabled: true,
+            silence_ms: f.silence_ms,
+            probe_timeout_ms: f.probe_timeout_ms,
+            suspicion_min_ms: f.suspicion_min_ms,
+            suspicion_max_ms: f.suspicion_max_ms,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -227,6 +254,22 @@ impl Scenario {
                 ),
             ));
         }
+        let f = &self.failure_detection;
+        if f.silence_ms == 0 || f.probe_timeout_ms == 0 || f.suspicion_min_ms == 0 {
+            return Err(invalid(
+                "failure_detection",
+                "silence_ms, probe_timeout_ms and suspicion_min_ms must be more than 0".into(),
+            ));
+        }
+        if f.suspicion_max_ms < f.suspicion_min_ms {
+            return Err(invalid(
+                "failure_detection.suspicion_max_ms",
+                format!(
+                    "must be at least suspicion_min_ms ({}), got {}",
+                    f.suspicion_min_ms, f.suspicion_max_ms
+                ),
+            ));
+        }
         for (i, fault) in self.faults.iter().enumerate() {
             fault
                 .validate(self.nodes, self.duration)
@@ -272,6 +315,17 @@ impl Scenario {
 
     pub fn routing_config(&self) -> Option<RoutingConfig> {
         self.routing.enabled.then(RoutingConfig::default)
+    }
+
+    pub fn failure_config(&self) -> Option<FailureConfig> {
+        let f = &self.failure_detection;
+        f.enabled.then(|| FailureConfig {
+            silence_ms: f.silence_ms,
+            probe_timeout_ms: f.probe_timeout_ms,
+            suspicion_min_ms: f.suspicion_min_ms,
+            suspicion_max_ms: f.suspicion_max_ms,
+            ..FailureConfig::default()
+        })
     }
 
     pub fn discovery_config(&self) -> DiscoveryConfig {

@@ -30,12 +30,34 @@ pub fn run(args: &[&str]) -> Output {
 
 /// A plain HTTP/1.1 GET; returns (status, body). Enough for our own API, no client crate.
 pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    http_request(port, "GET", path, None)
+}
+
+/// A plain HTTP/1.1 POST of a JSON body; returns (status, body).
+pub fn http_post(port: u16, path: &str, json: &str) -> std::io::Result<(u16, String)> {
+    http_request(port, "POST", path, Some(json))
+}
+
+fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
+    match json {
+        Some(body) => write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )?,
+        None => write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )?,
+    }
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
     let text = String::from_utf8_lossy(&response).to_string();
@@ -100,17 +122,33 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Writes a config for a node on free ports under `dir` and starts it.
     pub fn start(dir: &Path, name: &str, bootstrap: Option<u16>) -> NodeProcess {
+        Self::start_with(dir, name, free_port(), bootstrap.as_slice(), "")
+    }
+
+    /// Like [`NodeProcess::start`] on a given p2p port, with several bootstrap peers and
+    /// extra `[network]` lines (e.g. `discover = false`).
+    pub fn start_with(
+        dir: &Path,
+        name: &str,
+        p2p_port: u16,
+        bootstrap: &[u16],
+        network_extra: &str,
+    ) -> NodeProcess {
         let api_port = free_port();
-        let p2p_port = free_port();
-        let bootstrap = bootstrap
-            .map(|p| format!("[\"/ip4/127.0.0.1/tcp/{p}\"]"))
-            .unwrap_or_else(|| "[]".into());
+        let bootstrap = format!(
+            "[{}]",
+            bootstrap
+                .iter()
+                .map(|p| format!("\"/ip4/127.0.0.1/tcp/{p}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         let config = dir.join(format!("{name}.toml"));
         std::fs::write(
             &config,
             format!(
                 "[node]\nname = \"{name}\"\ndata_dir = \"{name}-data\"\n\n\
-                 [network]\nlisten = [\"/ip4/127.0.0.1/tcp/{p2p_port}\"]\nbootstrap = {bootstrap}\n\n\
+                 [network]\nlisten = [\"/ip4/127.0.0.1/tcp/{p2p_port}\"]\nbootstrap = {bootstrap}\n{network_extra}\n\n\
                  [api]\nlisten = \"127.0.0.1:{api_port}\"\n\n\
                  [discovery]\nbeacon_ms = 300\nexpiry_ms = 1500\n"
             ),

@@ -66,6 +66,10 @@ pub struct SwarmConfig {
     pub listen: Vec<Multiaddr>,
     pub bootstrap: Vec<Multiaddr>,
     pub max_peers: usize,
+    /// Find and dial the rest of the mesh through Kademlia. Off, the node keeps to its
+    /// bootstrap peers (and whoever dials it): a fixed topology, as a radio mesh whose
+    /// range decides the neighbors, or a test that needs multi-hop paths on one host.
+    pub discover: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -298,12 +302,14 @@ impl SwarmTask {
                     let _ = self.swarm.behaviour_mut().envelopes.send_response(channel, bytes);
                 }
                 _ = bootstrap_retry.tick() => {
-                    if self.connected.is_empty() {
+                    // Without discovery the bootstrap peers are the topology: keep
+                    // redialing the missing ones (a restarted neighbor comes back).
+                    if self.connected.is_empty() || !self.config.discover {
                         self.dial_bootstrap();
                     }
                 }
                 _ = kad_refresh.tick() => {
-                    if !self.connected.is_empty() {
+                    if !self.connected.is_empty() && self.config.discover {
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
                     }
                 }
@@ -312,12 +318,26 @@ impl SwarmTask {
         tracing::debug!("swarm task stopped");
     }
 
+    /// Whether `addr` (with or without a `/p2p/` suffix) is one of the bootstrap addresses.
+    fn is_bootstrap(&self, addr: &Multiaddr) -> bool {
+        let strip = |a: &Multiaddr| -> Multiaddr {
+            a.iter()
+                .filter(|p| !matches!(p, Protocol::P2p(_)))
+                .collect()
+        };
+        let addr = strip(addr);
+        self.config.bootstrap.iter().any(|b| strip(b) == addr)
+    }
+
     fn dial_bootstrap(&mut self) {
+        let reached: Vec<Multiaddr> = self.connected.values().cloned().collect();
         for addr in self.config.bootstrap.clone() {
             let opts = match addr.iter().last() {
+                Some(Protocol::P2p(peer)) if self.connected.contains_key(&peer) => continue,
                 Some(Protocol::P2p(peer)) => DialOpts::peer_id(peer)
                     .addresses(vec![addr.clone()])
                     .build(),
+                _ if reached.contains(&addr) => continue,
                 _ => DialOpts::unknown_peer_id().address(addr.clone()).build(),
             };
             if let Err(e) = self.swarm.dial(opts) {
@@ -329,6 +349,14 @@ impl SwarmTask {
     fn handle_command(&mut self, command: Command) {
         match command {
             Command::Send { to, bytes } => {
+                // Sends are one hop: a peer we hold no connection to is no neighbor,
+                // and dialing it would add a link the topology does not have.
+                if !self.connected.contains_key(&to) {
+                    metrics::counter!("x0_network_send_failures_total", "reason" => "not_connected")
+                        .increment(1);
+                    tracing::debug!(peer = %to, kind = ?bytes.get(1), "send to a peer we are not connected to dropped");
+                    return;
+                }
                 let id = self
                     .swarm
                     .behaviour_mut()
@@ -384,6 +412,20 @@ impl SwarmTask {
                 self.listen_addrs.push(address);
             }
             SwarmEvent::ConnectionEstablished {
+                peer_id,
+                endpoint,
+                connection_id,
+                ..
+            } if !self.config.discover
+                && endpoint.is_dialer()
+                && !self.is_bootstrap(endpoint.get_remote_address()) =>
+            {
+                // A fixed topology: behaviours (Kademlia, request-response) may dial
+                // peers they learned of, but only the configured links may exist.
+                tracing::debug!(peer = %peer_id, "closing a connection outside the fixed topology");
+                self.swarm.close_connection(connection_id);
+            }
+            SwarmEvent::ConnectionEstablished {
                 peer_id, endpoint, ..
             } => {
                 let remote = match &endpoint {
@@ -425,7 +467,7 @@ impl SwarmTask {
                     self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                 }
                 // The first peer whose addresses we know: look for the rest of the mesh.
-                if !self.bootstrapped {
+                if !self.bootstrapped && self.config.discover {
                     self.bootstrapped = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
                 }
             }
@@ -434,7 +476,8 @@ impl SwarmTask {
                 addresses,
                 ..
             })) => {
-                let wanted = !self.connected.contains_key(&peer)
+                let wanted = self.config.discover
+                    && !self.connected.contains_key(&peer)
                     && self.connected.len() < self.config.max_peers
                     && peer != *self.swarm.local_peer_id();
                 if wanted {
