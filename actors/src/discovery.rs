@@ -205,6 +205,11 @@ impl DiscoveryState {
             }
         };
         let now = self.args.clock.now();
+        // Whatever it says, the sender is alive; an indirect ack vouches for its target.
+        self.protocol.touch(now, &envelope.from);
+        if let SwimMessage::IndirectAck { target, .. } = &message {
+            self.protocol.touch(now, target);
+        }
         if let Some(detector) = &mut self.detector {
             detector.handle_message(now, envelope.from, message);
         }

@@ -258,7 +258,7 @@ impl RoutingState {
         match decision {
             Decision::Forward { next_hop, relay } => {
                 let envelope = Envelope::seal_message(&self.args.identity, Kind::Relay, &relay);
-                self.args.port.send(next_hop, &envelope);
+                self.send_reliably(next_hop, envelope);
                 if !own {
                     metrics::counter!("x0_forwarding_relayed_total").increment(1);
                 }
@@ -279,6 +279,27 @@ impl RoutingState {
                     .increment(1);
             }
         }
+    }
+
+    /// Sends a relay to the next hop and resends it until acknowledged, at most
+    /// `link_attempts` times: link-layer ARQ, as radio meshes do per hop.
+    fn send_reliably(&self, next_hop: NodeId, envelope: Envelope) {
+        let port = self.args.port.clone();
+        let attempts = self.args.forwarding.link_attempts.max(1);
+        let timeout = std::time::Duration::from_millis(self.args.forwarding.ack_timeout_ms.max(1));
+        tokio::spawn(async move {
+            for attempt in 1..=attempts {
+                match port.request(next_hop, &envelope, timeout).await {
+                    Ok(_) => return,
+                    Err(crate::port::PortError::Timeout) if attempt < attempts => {
+                        metrics::counter!("x0_forwarding_retransmits_total").increment(1);
+                    }
+                    Err(_) => break,
+                }
+            }
+            metrics::counter!("x0_forwarding_dropped_total", "reason" => "unacknowledged")
+                .increment(1);
+        });
     }
 
     fn stats(&self) -> ForwardingStats {

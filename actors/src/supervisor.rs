@@ -369,8 +369,9 @@ fn is_same(a: &ActorCell, b: &ActorCell) -> bool {
 }
 
 impl NodeState {
-    fn route(&mut self, inbound: Inbound) {
+    fn route(&mut self, mut inbound: Inbound) {
         self.envelopes_received += 1;
+        let reply = inbound.reply.take();
         let envelope = match Envelope::decode(&inbound.bytes) {
             Ok(envelope) => envelope,
             Err(e) => {
@@ -394,6 +395,13 @@ impl NodeState {
         }
         match envelope.kind {
             Kind::Routing | Kind::Relay => {
+                if envelope.kind == Kind::Relay
+                    && let Some(reply) = reply
+                {
+                    // The hop-by-hop ack: "it reached me", whatever happens next.
+                    let _ =
+                        reply.send(Envelope::seal(&self.args.identity, Kind::Relay, Vec::new()));
+                }
                 let message = if envelope.kind == Kind::Routing {
                     RoutingMsg::Inbound(envelope)
                 } else {

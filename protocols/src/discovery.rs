@@ -74,6 +74,9 @@ pub struct Neighbor {
     pub id: NodeId,
     pub first_seen: Millis,
     pub last_seen: Millis,
+    /// Last proof of life of any kind (a beacon, or an answered probe): what expiry
+    /// goes by. `last_seen` stays the last beacon, which RTT echoes are timed from.
+    pub last_alive: Millis,
     pub last_seq: u32,
     /// Smoothed round-trip time, once the neighbor has echoed one of our beacons.
     pub rtt_ms: Option<f64>,
@@ -108,6 +111,7 @@ impl Neighbor {
             id,
             first_seen: now,
             last_seen: now,
+            last_alive: now,
             last_seq: seq,
             rtt_ms: None,
             bidirectional: false,
@@ -220,6 +224,7 @@ impl Discovery {
                 neighbor.first_seen = first_seen;
             }
             neighbor.last_seen = now;
+            neighbor.last_alive = neighbor.last_alive.max(now);
             neighbor.beacons_received += 1;
         }
         if let Some(echo) = beacon.echoes.iter().find(|e| e.neighbor == self.me) {
@@ -248,7 +253,7 @@ impl Discovery {
         let expired: Vec<NodeId> = self
             .neighbors
             .values()
-            .filter(|n| now.since(n.last_seen) >= expiry)
+            .filter(|n| now.since(n.last_alive) >= expiry)
             .map(|n| n.id)
             .collect();
         for id in expired {
@@ -267,6 +272,14 @@ impl Discovery {
         self.outputs.pop_front()
     }
 
+    /// Other proof that `id` is alive (it answered a probe): postpones its expiry, so a
+    /// run of lost beacons on a lossy link does not drop a neighbor that still answers.
+    pub fn touch(&mut self, now: Millis, id: &NodeId) {
+        if let Some(neighbor) = self.neighbors.get_mut(id) {
+            neighbor.last_alive = neighbor.last_alive.max(now);
+        }
+    }
+
     /// Drops a neighbor the failure detector declared dead, before expiry would have;
     /// emits `NeighborDown`. A later beacon from it brings it back as a new neighbor.
     pub fn remove_neighbor(&mut self, id: &NodeId) -> bool {
@@ -283,7 +296,7 @@ impl Discovery {
         let expiry = self
             .neighbors
             .values()
-            .map(|n| n.last_seen.plus(self.config.expiry_ms))
+            .map(|n| n.last_alive.plus(self.config.expiry_ms))
             .min();
         Some(match expiry {
             Some(at) => at.min(self.next_beacon_at),

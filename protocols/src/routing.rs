@@ -46,8 +46,8 @@ pub struct RoutingConfig {
 impl Default for RoutingConfig {
     fn default() -> Self {
         RoutingConfig {
-            update_interval_ms: 8_000,
-            route_expiry_ms: 28_000,
+            update_interval_ms: 16_000,
+            route_expiry_ms: 56_000,
             request_hop_limit: 32,
             request_interval_ms: 1000,
             triggered_delay_ms: 200,

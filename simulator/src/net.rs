@@ -52,6 +52,8 @@ pub struct TrafficStats {
     pub bytes_sent: u64,
     /// Bytes of multi-hop application messages (relays); the rest is control traffic.
     pub data_bytes_sent: u64,
+    /// Bytes sent by envelope kind code (index 0: unrecognized), for the overhead report.
+    pub bytes_by_kind: [u64; 8],
 }
 
 /// A link, named by its two ends in ascending order.
@@ -371,6 +373,8 @@ impl SimNetwork {
         if is_relay(&bytes) {
             state.stats.data_bytes_sent += bytes.len() as u64;
         }
+        let kind = usize::from(bytes.get(1).copied().unwrap_or(0)).min(7);
+        state.stats.bytes_by_kind[kind] += bytes.len() as u64;
         if state.cuts.contains_key(&link_key(from, to)) {
             state.stats.envelopes_dropped += 1;
             return;
@@ -570,10 +574,16 @@ impl NetworkPort for SimPort {
                 }
             }
         });
+        let deadline = Instant::now() + timeout;
         async move {
-            match tokio::time::timeout(timeout, reply_rx).await {
+            match tokio::time::timeout_at(deadline, reply_rx).await {
                 Ok(Ok(envelope)) => Ok(envelope),
-                Ok(Err(_)) => Err(PortError::Unreachable(to)),
+                // Lost on the way there or back: on a real link the requester would
+                // only notice by waiting, so it waits.
+                Ok(Err(_)) => {
+                    tokio::time::sleep_until(deadline).await;
+                    Err(PortError::Timeout)
+                }
                 Err(_) => Err(PortError::Timeout),
             }
         }

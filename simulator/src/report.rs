@@ -112,6 +112,8 @@ pub struct FaultCounts {
 pub struct OverheadReport {
     /// Everything but application data on the wire, per node and virtual second.
     pub control_bytes_per_node_per_s: f64,
+    /// The same, by envelope kind (beacon, routing, probe, ...).
+    pub bytes_per_node_per_s_by_kind: std::collections::BTreeMap<String, f64>,
     pub data_bytes: u64,
 }
 
@@ -219,10 +221,18 @@ impl fmt::Display for Report {
                 fc.latency_spikes
             )?;
         }
+        let by_kind: Vec<String> = self
+            .overhead
+            .bytes_per_node_per_s_by_kind
+            .iter()
+            .filter(|(kind, _)| kind.as_str() != "relay")
+            .map(|(kind, b)| format!("{kind} {b:.0}"))
+            .collect();
         writeln!(
             f,
-            "overhead: {:.0} control bytes per node per second",
-            self.overhead.control_bytes_per_node_per_s
+            "overhead: {:.0} control bytes per node per second ({})",
+            self.overhead.control_bytes_per_node_per_s,
+            by_kind.join(", ")
         )?;
         if let Some(rtt) = d.mean_rtt_ms {
             writeln!(

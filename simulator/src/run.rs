@@ -179,6 +179,21 @@ async fn simulate(
         control_bytes_per_node_per_s: (traffic.bytes_sent - traffic.data_bytes_sent) as f64
             / scenario.nodes as f64
             / virtual_seconds.max(1e-9),
+        bytes_per_node_per_s_by_kind: traffic
+            .bytes_by_kind
+            .iter()
+            .enumerate()
+            .filter(|(_, bytes)| **bytes > 0)
+            .map(|(code, bytes)| {
+                let kind = x0_protocols::Kind::from_code(code as u16)
+                    .map_or("other", |k| k.name())
+                    .to_string();
+                (
+                    kind,
+                    *bytes as f64 / scenario.nodes as f64 / virtual_seconds.max(1e-9),
+                )
+            })
+            .collect(),
         data_bytes: traffic.data_bytes_sent,
     };
     pump.abort();
