@@ -92,7 +92,9 @@ fn the_report_serializes_with_the_documented_fields() {
 
 #[test]
 fn with_routing_every_pair_gets_a_loop_free_route() {
-    let mut s = scenario(80, 20, 5, TopologyKind::RandomGeometric);
+    // Two full-dump intervals: a triggered update lost to the 1% link loss is repaired
+    // by the next periodic dump at the latest.
+    let mut s = scenario(80, 40, 5, TopologyKind::RandomGeometric);
     s.routing.enabled = true;
     let report = simulate(&s);
     let routing = report.routing.clone().expect("routing measured");

@@ -48,6 +48,8 @@ pub enum DiscoveryMsg {
     Beacon(Envelope),
     /// A decoded failure-detector probe from its (authenticated) link peer.
     Probe(Envelope),
+    /// Another subsystem saw this neighbor stop answering: probe it now.
+    Unresponsive(NodeId),
     /// Timer fired; the number says which schedule it belongs to.
     Tick(u64),
     Neighbors(RpcReplyPort<Vec<NeighborInfo>>),
@@ -130,6 +132,13 @@ impl Actor for DiscoveryActor {
             DiscoveryMsg::Probe(envelope) => {
                 state.args.pending.fetch_sub(1, Ordering::Relaxed);
                 state.take_probe(&envelope);
+            }
+            DiscoveryMsg::Unresponsive(neighbor) => {
+                let now = state.args.clock.now();
+                if let Some(detector) = &mut state.detector {
+                    detector.suspect_silence(now, neighbor);
+                    state.probed_at.insert(neighbor, now);
+                }
             }
             DiscoveryMsg::Tick(generation) => {
                 if !state.timer.fire(generation) {

@@ -77,6 +77,11 @@ pub enum RoutingMsg {
         reply: Option<RpcReplyPort<Result<Sent, SendError>>>,
     },
     Stats(RpcReplyPort<ForwardingStats>),
+    /// A relay the next hop never acknowledged: try a loop-free alternate.
+    Unacknowledged {
+        relay: Relay,
+        next_hop: NodeId,
+    },
     Link(LinkEvent),
     /// Forget every link (discovery restarted and will report them afresh).
     ResetLinks,
@@ -97,6 +102,8 @@ pub struct RoutingArgs {
     /// First message id; differs per start so a restarted origin is not deduplicated.
     pub first_message_id: u64,
     pub observer: Arc<dyn NodeObserver>,
+    /// Told of next hops that stop acknowledging (a hint for the failure detector).
+    pub supervisor: ActorRef<crate::supervisor::NodeMsg>,
 }
 
 pub struct RoutingState {
@@ -108,6 +115,7 @@ pub struct RoutingState {
     originated: u64,
     args: RoutingArgs,
     timer: Timer,
+    myself: ActorRef<RoutingMsg>,
 }
 
 pub struct RoutingActor;
@@ -139,6 +147,7 @@ impl Actor for RoutingActor {
             originated: 0,
             args,
             timer: Timer::default(),
+            myself: myself.clone(),
         };
         state.flush_outputs();
         state.arm_timer(&myself);
@@ -201,6 +210,10 @@ impl Actor for RoutingActor {
                 }
                 return Ok(());
             }
+            RoutingMsg::Unacknowledged { relay, next_hop } => {
+                state.reroute(relay, next_hop);
+                return Ok(());
+            }
             RoutingMsg::Stats(reply) => {
                 let _ = reply.send(state.stats());
                 return Ok(());
@@ -257,8 +270,7 @@ impl RoutingState {
     fn act(&mut self, decision: Decision, own: bool) {
         match decision {
             Decision::Forward { next_hop, relay } => {
-                let envelope = Envelope::seal_message(&self.args.identity, Kind::Relay, &relay);
-                self.send_reliably(next_hop, envelope);
+                self.send_reliably(next_hop, relay, true);
                 if !own {
                     metrics::counter!("x0_forwarding_relayed_total").increment(1);
                 }
@@ -282,9 +294,12 @@ impl RoutingState {
     }
 
     /// Sends a relay to the next hop and resends it until acknowledged, at most
-    /// `link_attempts` times: link-layer ARQ, as radio meshes do per hop.
-    fn send_reliably(&self, next_hop: NodeId, envelope: Envelope) {
+    /// `link_attempts` times: link-layer ARQ, as radio meshes do per hop. If it never is,
+    /// the actor hears of it and, when `may_reroute`, tries a loop-free alternate.
+    fn send_reliably(&self, next_hop: NodeId, relay: Relay, may_reroute: bool) {
+        let envelope = Envelope::seal_message(&self.args.identity, Kind::Relay, &relay);
         let port = self.args.port.clone();
+        let myself = self.myself.clone();
         let attempts = self.args.forwarding.link_attempts.max(1);
         let timeout = std::time::Duration::from_millis(self.args.forwarding.ack_timeout_ms.max(1));
         tokio::spawn(async move {
@@ -297,9 +312,40 @@ impl RoutingState {
                     Err(_) => break,
                 }
             }
-            metrics::counter!("x0_forwarding_dropped_total", "reason" => "unacknowledged")
-                .increment(1);
+            if may_reroute {
+                let _ = myself.cast(RoutingMsg::Unacknowledged { relay, next_hop });
+            } else {
+                metrics::counter!("x0_forwarding_dropped_total", "reason" => "unacknowledged")
+                    .increment(1);
+            }
         });
+    }
+
+    /// A next hop did not acknowledge: suspect it, and send the relay another
+    /// loop-free way if there is one (once; a second failure drops it).
+    fn reroute(&mut self, relay: Relay, failed: NodeId) {
+        let _ = self
+            .args
+            .supervisor
+            .cast(crate::supervisor::NodeMsg::Unresponsive(failed));
+        let alternate = self
+            .protocol
+            .next_hop(&relay.destination)
+            .filter(|n| *n != failed)
+            .or_else(|| {
+                self.protocol
+                    .alternate_next_hop(&relay.destination, &failed)
+            });
+        match alternate {
+            Some(next_hop) => {
+                metrics::counter!("x0_forwarding_rerouted_total").increment(1);
+                self.send_reliably(next_hop, relay, false);
+            }
+            None => {
+                metrics::counter!("x0_forwarding_dropped_total", "reason" => "unacknowledged")
+                    .increment(1);
+            }
+        }
     }
 
     fn stats(&self) -> ForwardingStats {

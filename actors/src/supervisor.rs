@@ -108,6 +108,8 @@ pub enum NodeMsg {
         payload: Vec<u8>,
         reply: Option<RpcReplyPort<Result<Sent, SendError>>>,
     },
+    /// From routing: this neighbor stopped acknowledging relays.
+    Unresponsive(NodeId),
     /// Fault injection: make a child panic.
     Crash(Subsystem, String),
 }
@@ -176,6 +178,7 @@ impl NodeSupervisor {
             first_message_id: (args.seed ^ incarnation.wrapping_mul(0xD1B5_4A32_D192_ED03))
                 .rotate_left(17),
             observer: args.observer.clone(),
+            supervisor: myself.clone(),
         };
         let (actor, _) =
             Actor::spawn_linked(None, RoutingActor, routing_args, myself.get_cell()).await?;
@@ -296,6 +299,9 @@ impl Actor for NodeSupervisor {
                     }
                 }
             },
+            NodeMsg::Unresponsive(neighbor) => {
+                let _ = state.discovery.cast(DiscoveryMsg::Unresponsive(neighbor));
+            }
             NodeMsg::Crash(Subsystem::Discovery, reason) => {
                 let _ = state.discovery.cast(DiscoveryMsg::Crash(reason));
             }

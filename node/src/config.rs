@@ -24,10 +24,10 @@
 //! max_neighbors = 256
 //! [failure_detection]
 //! enabled = true             # SWIM/Lifeguard probes; false: neighbors fail by expiry
-//! silence_ms = 1500          # probe a neighbor unheard this long
+//! silence_ms = 1150          # probe a neighbor unheard this long
 //! probe_timeout_ms = 200
-//! suspicion_min_ms = 400     # suspicion timeout with full confirmation ...
-//! suspicion_max_ms = 1200    # ... and with none
+//! suspicion_min_ms = 300     # suspicion timeout with full confirmation ...
+//! suspicion_max_ms = 900     # ... and with none
 //! ```
 
 use std::fmt;

@@ -69,11 +69,11 @@ impl Default for FailureConfig {
         FailureConfig {
             probe_timeout_ms: 200,
             indirect_probes: 3,
-            suspicion_min_ms: 400,
-            suspicion_max_ms: 1200,
+            suspicion_min_ms: 300,
+            suspicion_max_ms: 900,
             confirmations: 3,
             max_health: 8,
-            silence_ms: 1500,
+            silence_ms: 1150,
         }
     }
 }
@@ -579,6 +579,20 @@ impl FailureDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The timings these tests were written against, pinned so that tuning the
+    /// defaults does not silently change what they check.
+    fn pinned() -> FailureConfig {
+        FailureConfig {
+            probe_timeout_ms: 200,
+            indirect_probes: 3,
+            suspicion_min_ms: 400,
+            suspicion_max_ms: 1200,
+            confirmations: 3,
+            max_health: 8,
+            silence_ms: 1500,
+        }
+    }
     use proptest::prelude::*;
     // Both globs above bring an `Rng`; this one is the one the harness means.
     use rand::Rng;
@@ -637,7 +651,7 @@ mod tests {
 
     #[test]
     fn ping_is_answered_with_ack_even_from_a_stranger() {
-        let mut d = detector(FailureConfig::default(), &[2]);
+        let mut d = detector(pinned(), &[2]);
         d.handle_message(Millis(0), id(2), SwimMessage::Ping { nonce: 5 });
         d.handle_message(Millis(0), id(9), SwimMessage::Ping { nonce: 6 });
         assert_eq!(
@@ -651,7 +665,7 @@ mod tests {
 
     #[test]
     fn strangers_get_nothing_but_acks() {
-        let mut d = detector(FailureConfig::default(), &[2]);
+        let mut d = detector(pinned(), &[2]);
         d.handle_message(
             Millis(0),
             id(9),
@@ -667,7 +681,7 @@ mod tests {
 
     #[test]
     fn silent_target_is_suspected_then_dead_at_the_unconfirmed_timeout() {
-        let mut d = detector(FailureConfig::default(), &[2]);
+        let mut d = detector(pinned(), &[2]);
         d.suspect_silence(Millis(0), id(2));
         let first = drain(&mut d);
         assert!(matches!(first[..], [Output::Send(to, SwimMessage::Ping { .. })] if to == id(2)));
@@ -700,7 +714,7 @@ mod tests {
 
     #[test]
     fn an_ack_during_suspicion_refutes_it() {
-        let mut d = detector(FailureConfig::default(), &[2]);
+        let mut d = detector(pinned(), &[2]);
         d.suspect_silence(Millis(0), id(2));
         drain(&mut d);
         let out = only(run(&mut d, Millis(300)));
@@ -715,7 +729,7 @@ mod tests {
 
     #[test]
     fn an_ack_with_a_wrong_nonce_proves_nothing() {
-        let mut d = detector(FailureConfig::default(), &[2]);
+        let mut d = detector(pinned(), &[2]);
         d.suspect_silence(Millis(0), id(2));
         let nonce = last_ping_to(&drain(&mut d), id(2));
         d.handle_message(
@@ -731,7 +745,7 @@ mod tests {
 
     #[test]
     fn heard_from_refutes_suspicion() {
-        let mut d = detector(FailureConfig::default(), &[2]);
+        let mut d = detector(pinned(), &[2]);
         d.suspect_silence(Millis(0), id(2));
         run(&mut d, Millis(300));
         drain(&mut d);
@@ -749,7 +763,7 @@ mod tests {
 
     #[test]
     fn helpers_adjacent_to_the_target_are_preferred() {
-        let mut d = detector(FailureConfig::default(), &[2, 3, 4, 5, 6, 7]);
+        let mut d = detector(pinned(), &[2, 3, 4, 5, 6, 7]);
         d.set_neighbors_of(id(4), vec![id(2), id(9)]);
         d.set_neighbors_of(id(6), vec![id(2)]);
         d.suspect_silence(Millis(0), id(2));
@@ -763,7 +777,7 @@ mod tests {
 
     #[test]
     fn three_adjacent_nacks_shorten_suspicion_to_the_minimum() {
-        let mut d = detector(FailureConfig::default(), &[2, 3, 4, 5]);
+        let mut d = detector(pinned(), &[2, 3, 4, 5]);
         for h in [3, 4, 5] {
             d.set_neighbors_of(id(h), vec![id(2)]);
         }
@@ -797,7 +811,7 @@ mod tests {
 
     #[test]
     fn suspicion_timeout_shrinks_logarithmically() {
-        let cfg = FailureConfig::default();
+        let cfg = pinned();
         assert_eq!(cfg.suspicion_timeout_ms(0), 1200);
         assert_eq!(cfg.suspicion_timeout_ms(1), 800);
         assert_eq!(cfg.suspicion_timeout_ms(2), 566);
@@ -813,7 +827,7 @@ mod tests {
     #[test]
     fn helper_relays_an_ack_and_nacks_on_timeout() {
         // Node 1 helps requester 2 probe target 3.
-        let mut d = detector(FailureConfig::default(), &[2, 3]);
+        let mut d = detector(pinned(), &[2, 3]);
         d.handle_message(
             Millis(0),
             id(2),
@@ -861,7 +875,7 @@ mod tests {
 
     #[test]
     fn non_adjacent_helper_nacks_at_once() {
-        let mut d = detector(FailureConfig::default(), &[2]);
+        let mut d = detector(pinned(), &[2]);
         d.handle_message(
             Millis(0),
             id(2),
@@ -886,7 +900,7 @@ mod tests {
 
     #[test]
     fn pending_relays_are_bounded() {
-        let mut d = detector(FailureConfig::default(), &[2, 3]);
+        let mut d = detector(pinned(), &[2, 3]);
         for nonce in 0..1000 {
             d.handle_message(
                 Millis(0),
@@ -903,7 +917,7 @@ mod tests {
 
     #[test]
     fn indirect_ack_refutes_suspicion() {
-        let mut d = detector(FailureConfig::default(), &[2, 3]);
+        let mut d = detector(pinned(), &[2, 3]);
         d.set_neighbors_of(id(3), vec![id(2)]);
         d.suspect_silence(Millis(0), id(2));
         let nonce = last_ping_to(&drain(&mut d), id(2));
@@ -928,7 +942,7 @@ mod tests {
             max_health: 2,
             suspicion_min_ms: 60_000,
             suspicion_max_ms: 60_000,
-            ..FailureConfig::default()
+            ..pinned()
         };
         let mut d = detector(cfg, &[2, 3]);
         d.set_neighbors_of(id(3), vec![id(2)]);
@@ -962,7 +976,7 @@ mod tests {
 
     #[test]
     fn helper_nacks_keep_health_steady() {
-        let mut d = detector(FailureConfig::default(), &[2, 3]);
+        let mut d = detector(pinned(), &[2, 3]);
         d.set_neighbors_of(id(3), vec![id(2)]);
         d.suspect_silence(Millis(0), id(2));
         let mut nonce = last_ping_to(&drain(&mut d), id(2));
@@ -1048,13 +1062,7 @@ mod tests {
         fn new(seed: u64, loss: f64, latency: u64, crash: Option<(Millis, usize)>) -> Self {
             let links = topology();
             let nodes = (0..links.len())
-                .map(|i| {
-                    FailureDetector::new(
-                        node(i),
-                        FailureConfig::default(),
-                        seed.wrapping_add(i as u64),
-                    )
-                })
+                .map(|i| FailureDetector::new(node(i), pinned(), seed.wrapping_add(i as u64)))
                 .collect();
             let mut mesh = Mesh {
                 nodes,
@@ -1207,7 +1215,7 @@ mod tests {
             crash_second in 2u64..20,
             latency in 1u64..=40,
         ) {
-            let cfg = FailureConfig::default();
+            let cfg = pinned();
             let crash_at = Millis(crash_second * TICK_MS + TICK_MS / 2);
             let noticed = Millis((crash_second + 1) * TICK_MS);
             let bound = cfg.probe_timeout_ms * (u64::from(cfg.max_health) + 1)

@@ -323,6 +323,20 @@ impl Routing {
         Some(expiry.map_or(periodic, |e| e.min(periodic)))
     }
 
+    /// A next hop other than `avoid` that cannot loop back through us: a neighbor whose
+    /// own advertised distance is below ours (RFC 5286's loop-free alternate). For a
+    /// relay whose next hop stopped answering before the failure detector has ruled.
+    pub fn alternate_next_hop(&self, destination: &NodeId, avoid: &NodeId) -> Option<NodeId> {
+        let ours = self.selected.get(destination)?.metric;
+        self.heard
+            .get(destination)?
+            .iter()
+            .filter(|(n, h)| *n != avoid && h.metric != INFINITY && h.metric < ours)
+            .filter_map(|(n, h)| Some((h.metric.saturating_add(*self.links.get(n)?), *n)))
+            .min()
+            .map(|(_, n)| n)
+    }
+
     /// The next hop toward `destination`, if we have a route.
     pub fn next_hop(&self, destination: &NodeId) -> Option<NodeId> {
         self.selected.get(destination).map(|s| s.next_hop)
@@ -557,6 +571,47 @@ impl Routing {
                 adverts,
                 complete: false,
             }));
+    }
+}
+
+#[cfg(test)]
+mod alternate_tests {
+    use super::*;
+
+    fn id(n: u8) -> NodeId {
+        NodeId([n; 32])
+    }
+
+    fn update(adverts: &[(u8, u16)]) -> RoutingMessage {
+        RoutingMessage::Update {
+            adverts: adverts
+                .iter()
+                .map(|&(d, metric)| Advert {
+                    destination: id(d),
+                    seqno: 0,
+                    metric,
+                })
+                .collect(),
+            complete: false,
+        }
+    }
+
+    #[test]
+    fn an_alternate_must_be_closer_to_the_destination_than_we_are() {
+        let now = Millis(0);
+        let mut r = Routing::new(id(1), RoutingConfig::default(), now);
+        for n in [2, 3, 4] {
+            r.set_link(now, id(n), 100);
+        }
+        // Destination 9: via 2 at 100 (best), via 3 at 150, via 4 at 500 (farther than us).
+        r.handle_message(now, id(2), update(&[(9, 100)]));
+        r.handle_message(now, id(3), update(&[(9, 150)]));
+        r.handle_message(now, id(4), update(&[(9, 500)]));
+        assert_eq!(r.next_hop(&id(9)), Some(id(2)));
+        assert_eq!(r.alternate_next_hop(&id(9), &id(2)), Some(id(3)));
+        // Without 3, only 4 is left, and 4 may route through us: no alternate.
+        r.remove_link(now, id(3));
+        assert_eq!(r.alternate_next_hop(&id(9), &id(2)), None);
     }
 }
 
