@@ -37,6 +37,10 @@ pub struct RoutingConfig {
     /// Changes are collected this long before a triggered update carries them all, so a
     /// burst of changes costs one message instead of one per change.
     pub triggered_delay_ms: u64,
+    /// The delay instead when a change is urgent: a route lost, found where there was
+    /// none, or moved to a newer seqno. Those are what a repair waits on, hop after hop,
+    /// so they go out almost at once (RFC 8966 §3.7.2 sends them immediately too).
+    pub urgent_delay_ms: u64,
     /// A metric change smaller than this fraction (same next hop and seqno) waits for the
     /// periodic update. Safe: loop freedom rests on each node's own feasibility distance,
     /// not on how fresh its neighbors' view of it is.
@@ -51,6 +55,7 @@ impl Default for RoutingConfig {
             request_hop_limit: 32,
             request_interval_ms: 1000,
             triggered_delay_ms: 200,
+            urgent_delay_ms: 20,
             significant_change: 0.25,
         }
     }
@@ -163,6 +168,8 @@ pub struct Routing {
     dirty: BTreeSet<NodeId>,
     /// When the pending triggered update goes out.
     triggered_at: Option<Millis>,
+    /// Whether a pending change is urgent (see `RoutingConfig::urgent_delay_ms`).
+    urgent: bool,
     last_request: BTreeMap<NodeId, Millis>,
     next_full_update: Millis,
     outputs: VecDeque<Output>,
@@ -180,6 +187,7 @@ impl Routing {
             feasibility: BTreeMap::new(),
             dirty: BTreeSet::new(),
             triggered_at: None,
+            urgent: false,
             last_request: BTreeMap::new(),
             next_full_update: now,
             outputs: VecDeque::new(),
@@ -295,6 +303,7 @@ impl Routing {
             self.next_full_update = now.plus(self.config.update_interval_ms);
             self.dirty.clear();
             self.triggered_at = None;
+            self.urgent = false;
             let table = self.full_table();
             self.outputs
                 .push_back(Output::Broadcast(RoutingMessage::Update {
@@ -453,6 +462,9 @@ impl Routing {
                 if significant {
                     self.dirty.insert(destination);
                 }
+                if current.is_none_or(|c| c.seqno != seqno) {
+                    self.urgent = true;
+                }
                 if current.is_none_or(|c| c.next_hop != next_hop || c.metric != metric) {
                     self.outputs.push_back(Output::RouteChanged {
                         destination,
@@ -465,6 +477,7 @@ impl Routing {
                 if current.is_some() {
                     self.selected.remove(&destination);
                     self.dirty.insert(destination);
+                    self.urgent = true;
                     self.outputs.push_back(Output::RouteChanged {
                         destination,
                         next_hop: None,
@@ -541,13 +554,21 @@ impl Routing {
     }
 
     fn schedule_triggered(&mut self, now: Millis) {
-        if !self.dirty.is_empty() && self.triggered_at.is_none() {
-            self.triggered_at = Some(now.plus(self.config.triggered_delay_ms));
+        if self.dirty.is_empty() {
+            return;
         }
+        let delay = if self.urgent {
+            self.config.urgent_delay_ms
+        } else {
+            self.config.triggered_delay_ms
+        };
+        let at = now.plus(delay);
+        self.triggered_at = Some(self.triggered_at.map_or(at, |t| t.min(at)));
     }
 
     /// Sends what changed since the last update (the triggered update of RFC 8966).
     fn send_triggered(&mut self) {
+        self.urgent = false;
         if self.dirty.is_empty() {
             return;
         }
