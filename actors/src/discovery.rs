@@ -214,11 +214,9 @@ impl DiscoveryState {
             }
         };
         let now = self.args.clock.now();
-        // Whatever it says, the sender is alive; an indirect ack vouches for its target.
+        // Whatever it says, the sender is alive and its link to us works. (An indirect
+        // ack proves its target alive, not our link to it: that is no proof here.)
         self.protocol.touch(now, &envelope.from);
-        if let SwimMessage::IndirectAck { target, .. } = &message {
-            self.protocol.touch(now, target);
-        }
         if let Some(detector) = &mut self.detector {
             detector.handle_message(now, envelope.from, message);
         }

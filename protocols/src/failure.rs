@@ -154,6 +154,10 @@ struct Round {
 #[derive(Clone, Debug)]
 struct Probe {
     suspected_since: Option<Millis>,
+    /// A helper reached the target while we could not: the node lives, our link to it
+    /// may not. Direct answers are what count for a link, so this does not refute, but
+    /// it buys the link a longer suspicion before it is declared down.
+    reached_indirectly: bool,
     /// Distinct helpers that reported they could not reach the target either.
     confirmations: BTreeSet<NodeId>,
     /// When the newest round fails.
@@ -270,8 +274,12 @@ impl FailureDetector {
                 self.handle_ping_req(now, from, target, nonce);
             }
             SwimMessage::IndirectAck { target, nonce } => {
-                if self.round_mut(&target, nonce, &from).is_some() {
-                    self.refute(target, false);
+                let Some(round) = self.round_mut(&target, nonce, &from) else {
+                    return;
+                };
+                round.answered = true;
+                if let Some(probe) = self.probe_mut(&target) {
+                    probe.reached_indirectly = true;
                 }
             }
             SwimMessage::Nack {
@@ -480,6 +488,7 @@ impl FailureDetector {
         };
         let probe = peer.probe.get_or_insert_with(|| Probe {
             suspected_since: None,
+            reached_indirectly: false,
             confirmations: BTreeSet::new(),
             deadline,
             rounds: VecDeque::new(),
@@ -550,9 +559,14 @@ impl FailureDetector {
 
     fn suspicion_expiry(&self, probe: &Probe) -> Option<Millis> {
         let confirmations = u32::try_from(probe.confirmations.len()).unwrap_or(u32::MAX);
-        probe
-            .suspected_since
-            .map(|since| since.plus(self.config.suspicion_timeout_ms(confirmations)))
+        let timeout = if probe.reached_indirectly {
+            // Alive elsewhere: only a link that stays silent through many direct
+            // rounds is down, not one that lost a few pings.
+            self.config.suspicion_max_ms.saturating_mul(2)
+        } else {
+            self.config.suspicion_timeout_ms(confirmations)
+        };
+        probe.suspected_since.map(|since| since.plus(timeout))
     }
 
     fn probe_mut(&mut self, target: &NodeId) -> Option<&mut Probe> {
@@ -916,14 +930,14 @@ mod tests {
     }
 
     #[test]
-    fn indirect_ack_refutes_suspicion() {
+    fn an_indirect_ack_delays_but_does_not_refute_a_silent_link() {
         let mut d = detector(pinned(), &[2, 3]);
         d.set_neighbors_of(id(3), vec![id(2)]);
         d.suspect_silence(Millis(0), id(2));
         let nonce = last_ping_to(&drain(&mut d), id(2));
         run(&mut d, Millis(200));
         assert!(d.is_suspected(&id(2)));
-        // A late answer to the first round still counts.
+        // A late answer to the first round still counts: 2 lives, reached through 3.
         d.handle_message(
             Millis(250),
             id(3),
@@ -932,8 +946,18 @@ mod tests {
                 nonce,
             },
         );
-        assert_eq!(drain(&mut d), vec![Output::Alive(id(2))]);
-        assert_eq!(d.health(), 0);
+        assert!(
+            !drain(&mut d).contains(&Output::Alive(id(2))),
+            "the link is still silent"
+        );
+        // Without it the link would be down at 200 + 1200 ms; alive elsewhere, it gets
+        // twice the longest suspicion of direct silence.
+        let dead =
+            |outputs: &[(Millis, Output)]| outputs.iter().any(|(_, o)| *o == Output::Dead(id(2)));
+        let outputs = run(&mut d, Millis(1_500));
+        assert!(!dead(&outputs), "{outputs:?}");
+        let outputs = run(&mut d, Millis(2_700));
+        assert!(dead(&outputs), "{outputs:?}");
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 /// A broken pair not repaired within this long counts as unrepaired.
 pub const REPAIR_WINDOW: Duration = Duration::from_secs(30);
 /// Broken pairs probed per failed node.
-const PAIRS_PER_FAILURE: usize = 2;
+const PAIRS_PER_FAILURE: usize = 4;
 /// A message's pair must still be connected this long after sending to count.
 pub const SETTLE_AFTER: Duration = Duration::from_secs(2);
 
