@@ -404,7 +404,7 @@ impl RoutingState {
                 }
             }
         }
-        metrics::gauge!("x0_routing_routes").set(self.protocol.routes().count() as f64);
+        metrics::gauge!("x0_routing_routes").set(self.protocol.route_count() as f64);
     }
 
     fn arm_timer(&mut self, myself: &ActorRef<RoutingMsg>) {

