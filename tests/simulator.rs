@@ -26,6 +26,12 @@ fn two_hundred_nodes_discover_exactly_their_neighbors() {
     assert_eq!(report.discovery.nodes_with_all_neighbors, 200, "{report}");
     assert_eq!(report.discovery.phantom_neighbors, 0);
     assert!((report.discovery.mean_neighbors - report.discovery.true_mean_degree).abs() < 1e-9);
+    // Every link carries a hybrid post-quantum session, at both ends.
+    assert_eq!(
+        report.sessions.established, report.sessions.expected,
+        "{report}"
+    );
+    assert!(report.sessions.expected > 0);
     assert!(report.envelopes_delivered > 0);
     assert!(report.envelopes_sent >= report.envelopes_delivered + report.envelopes_dropped);
     assert_eq!(report.virtual_seconds, 20.0);

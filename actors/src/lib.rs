@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod observer;
 pub mod port;
 pub mod routing;
+pub mod sessions;
 pub mod supervisor;
 pub mod timer;
 
@@ -22,6 +23,7 @@ pub use discovery::NeighborInfo;
 pub use observer::{NoObserver, NodeObserver};
 pub use port::{Inbound, NetworkPort, PortError, Topic};
 pub use routing::{ForwardingStats, RouteEntry, SendError, Sent};
+pub use sessions::{Admission, SessionInfo};
 pub use supervisor::{NodeArgs, NodeMsg, NodeSettings, NodeStatus, NodeSupervisor, Subsystem};
 pub use x0_protocols::forwarding::Delivered;
 
@@ -80,6 +82,11 @@ impl NodeHandle {
 
     pub async fn routes(&self) -> Result<Vec<RouteEntry>, ActorError> {
         self.query(NodeMsg::Routes).await
+    }
+
+    /// The established post-quantum sessions with neighbors.
+    pub async fn sessions(&self) -> Result<Vec<SessionInfo>, ActorError> {
+        self.query(NodeMsg::Sessions).await
     }
 
     pub async fn status(&self) -> Result<NodeStatus, ActorError> {

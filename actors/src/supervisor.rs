@@ -20,6 +20,7 @@ use crate::port::{Inbound, NetworkPort};
 use crate::routing::{
     ForwardingStats, RouteEntry, RoutingActor, RoutingArgs, RoutingMsg, SendError, Sent,
 };
+use crate::sessions::{Admission, SessionActor, SessionArgs, SessionInfo, SessionMsg};
 
 /// Settings of the actor tree that are the same for a real node and a simulated one.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,6 +31,8 @@ pub struct NodeSettings {
     /// `None` runs the node without a routing actor (discovery only).
     pub routing: Option<RoutingConfig>,
     pub forwarding: ForwardingConfig,
+    /// Who may join: everyone, or only a trust list.
+    pub admission: Admission,
     /// Inbound envelopes waiting in one actor's mailbox beyond which new ones are dropped
     /// (ractor mailboxes are unbounded; this is what keeps a flooding peer from growing
     /// our memory).
@@ -47,6 +50,7 @@ impl Default for NodeSettings {
             failure: Some(FailureConfig::default()),
             routing: Some(RoutingConfig::default()),
             forwarding: ForwardingConfig::default(),
+            admission: Admission::Open,
             inbound_queue_limit: 1024,
             max_restarts: 10,
             restart_window_ms: 10_000,
@@ -62,6 +66,8 @@ pub struct NodeArgs {
     pub seed: u64,
     /// Told of deliveries and link changes as they happen.
     pub observer: Arc<dyn NodeObserver>,
+    /// Seeds session handshakes' ephemeral keys: OS randomness in a real node.
+    pub crypto_seed: [u8; 32],
 }
 
 /// The subsystems a supervisor owns, for fault injection and metric labels.
@@ -70,6 +76,7 @@ pub struct NodeArgs {
 pub enum Subsystem {
     Discovery,
     Routing,
+    Sessions,
 }
 
 impl Subsystem {
@@ -77,6 +84,7 @@ impl Subsystem {
         match self {
             Subsystem::Discovery => "discovery",
             Subsystem::Routing => "routing",
+            Subsystem::Sessions => "sessions",
         }
     }
 }
@@ -100,6 +108,7 @@ pub enum NodeMsg {
     Link(LinkEvent),
     Neighbors(RpcReplyPort<Vec<NeighborInfo>>),
     Routes(RpcReplyPort<Vec<RouteEntry>>),
+    Sessions(RpcReplyPort<Vec<SessionInfo>>),
     Status(RpcReplyPort<NodeStatus>),
     /// Send an application message over the mesh; `reply` (if any) learns whether it
     /// was accepted.
@@ -120,8 +129,11 @@ pub struct NodeState {
     discovery: ActorRef<DiscoveryMsg>,
     discovery_pending: Arc<AtomicUsize>,
     routing: Option<ActorRef<RoutingMsg>>,
+    sessions: ActorRef<SessionMsg>,
     /// Link peers whose envelope signature has been checked since their link came up.
     verified_links: BTreeSet<NodeId>,
+    /// Strangers to a closed mesh already refused (and logged) once.
+    refused: BTreeSet<NodeId>,
     restarts: u64,
     recent_restarts: Vec<u64>,
     envelopes_received: u64,
@@ -132,6 +144,29 @@ pub struct NodeState {
 pub struct NodeSupervisor;
 
 impl NodeSupervisor {
+    async fn spawn_sessions(
+        myself: &ActorRef<NodeMsg>,
+        args: &NodeArgs,
+        clock: NodeClock,
+        incarnation: u64,
+    ) -> Result<ActorRef<SessionMsg>, ActorProcessingErr> {
+        let mut rng_seed = args.crypto_seed;
+        // A restarted actor must not replay its predecessor's ephemeral keys.
+        for (i, b) in incarnation.to_le_bytes().iter().enumerate() {
+            rng_seed[i] ^= b;
+        }
+        let session_args = SessionArgs {
+            identity: args.identity.clone(),
+            port: args.port.clone(),
+            clock,
+            admission: args.settings.admission.clone(),
+            rng_seed,
+        };
+        let (actor, _) =
+            Actor::spawn_linked(None, SessionActor, session_args, myself.get_cell()).await?;
+        Ok(actor)
+    }
+
     async fn spawn_discovery(
         myself: &ActorRef<NodeMsg>,
         args: &NodeArgs,
@@ -200,13 +235,16 @@ impl Actor for NodeSupervisor {
         let pending = Arc::new(AtomicUsize::new(0));
         let discovery = Self::spawn_discovery(&myself, &args, clock, pending.clone(), 0).await?;
         let routing = Self::spawn_routing(&myself, &args, clock, Vec::new(), 0).await?;
+        let sessions = Self::spawn_sessions(&myself, &args, clock, 0).await?;
         Ok(NodeState {
             args,
             clock,
             discovery,
             discovery_pending: pending,
             routing,
+            sessions,
             verified_links: BTreeSet::new(),
+            refused: BTreeSet::new(),
             restarts: 0,
             recent_restarts: Vec::new(),
             envelopes_received: 0,
@@ -232,6 +270,7 @@ impl Actor for NodeSupervisor {
                     LinkEvent::Up { neighbor, .. } => state.args.observer.link_up(neighbor),
                     LinkEvent::Cost { .. } => {}
                 }
+                let _ = state.sessions.cast(SessionMsg::Link(event));
                 state.tell_routing(RoutingMsg::Link(event));
             }
             NodeMsg::Routes(reply) => {
@@ -245,6 +284,11 @@ impl Actor for NodeSupervisor {
                     None => {
                         let _ = reply.send(Vec::new());
                     }
+                }
+            }
+            NodeMsg::Sessions(reply) => {
+                if let Err(e) = state.sessions.cast(SessionMsg::Sessions(reply)) {
+                    tracing::warn!(error = %e, "sessions unavailable for a query");
                 }
             }
             NodeMsg::Neighbors(reply) => {
@@ -308,6 +352,13 @@ impl Actor for NodeSupervisor {
             NodeMsg::Crash(Subsystem::Routing, reason) => {
                 state.tell_routing(RoutingMsg::Crash(reason));
             }
+            NodeMsg::Crash(Subsystem::Sessions, reason) => {
+                // The sessions actor has no crash message; stopping it abnormally is
+                // the same to its supervisor.
+                state
+                    .sessions
+                    .stop(Some(format!("injected fault: {reason}")));
+            }
         }
         Ok(())
     }
@@ -356,6 +407,21 @@ impl Actor for NodeSupervisor {
             state.routing =
                 Self::spawn_routing(&myself, &state.args, state.clock, links, state.restarts)
                     .await?;
+        } else if is_same(&cell, &state.sessions.get_cell()) {
+            state.note_restart(Subsystem::Sessions, &why)?;
+            state.sessions =
+                Self::spawn_sessions(&myself, &state.args, state.clock, state.restarts).await?;
+            // Sessions are made afresh with the neighbors discovery knows.
+            if let Ok(ractor::rpc::CallResult::Success(neighbors)) =
+                state.discovery.call(DiscoveryMsg::Neighbors, None).await
+            {
+                for n in neighbors {
+                    let _ = state.sessions.cast(SessionMsg::Link(LinkEvent::Up {
+                        neighbor: n.id,
+                        cost: link_cost(n.loss, n.rtt_ms),
+                    }));
+                }
+            }
         }
         Ok(())
     }
@@ -399,6 +465,34 @@ impl NodeState {
             self.drop_inbound("bad_signature");
             return;
         }
+        if envelope.kind == Kind::Handshake {
+            if let Some(reply) = reply {
+                // Acknowledge receipt (handshakes are resent until acknowledged).
+                let _ = reply.send(Envelope::seal(
+                    &self.args.identity,
+                    Kind::Handshake,
+                    Vec::new(),
+                ));
+            }
+            // Refusals of strangers are logged and counted there.
+            if self.sessions.cast(SessionMsg::Handshake(envelope)).is_err() {
+                self.drop_inbound("actor_down");
+            }
+            return;
+        }
+        if !self.args.settings.admission.admits(&envelope.from) {
+            self.drop_inbound("not_admitted");
+            // Whichever side would start the handshake, a stranger gets no session:
+            // say so once per stranger (the set is bounded like the verified links).
+            if self.refused.len() >= 4 * self.args.settings.discovery.max_neighbors {
+                self.refused.clear();
+            }
+            if self.refused.insert(envelope.from) {
+                metrics::counter!("x0_admission_refused_total").increment(1);
+                tracing::warn!(peer = %envelope.from, "refused: peer is not in the trust list");
+            }
+            return;
+        }
         match envelope.kind {
             Kind::Routing | Kind::Relay => {
                 if envelope.kind == Kind::Relay
@@ -419,8 +513,8 @@ impl NodeState {
                     None => self.drop_inbound("routing_disabled"),
                 }
             }
-            // Data travels only inside relays.
-            Kind::Data => self.drop_inbound("unexpected_kind"),
+            // Data travels only inside relays; handshakes were handled above.
+            Kind::Data | Kind::Handshake => self.drop_inbound("unexpected_kind"),
             Kind::Beacon | Kind::Probe => {
                 let limit = self.args.settings.inbound_queue_limit;
                 if self.discovery_pending.load(Ordering::Relaxed) >= limit {

@@ -51,6 +51,7 @@ async fn spawn_node(port: Arc<RecordingPort>) -> NodeHandle {
         settings: NodeSettings::default(),
         seed: 1,
         observer: Arc::new(x0_actors::NoObserver),
+        crypto_seed: [7; 32],
     })
     .await
     .expect("node starts")

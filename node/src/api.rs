@@ -121,6 +121,15 @@ struct PeerBody {
     known_for_ms: u64,
     beacons_received: u64,
     address: Option<String>,
+    /// The post-quantum session with this neighbor, once established.
+    session: Option<SessionBody>,
+}
+
+#[derive(Serialize)]
+struct SessionBody {
+    suite: String,
+    age_ms: u64,
+    initiator: bool,
 }
 
 async fn peers(State(state): State<Arc<ApiState>>) -> Response {
@@ -129,6 +138,23 @@ async fn peers(State(state): State<Arc<ApiState>>) -> Response {
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
     };
     let addresses = state.swarm.peer_addrs().await;
+    let mut sessions: std::collections::BTreeMap<NodeId, SessionBody> = state
+        .node
+        .sessions()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| {
+            (
+                s.peer,
+                SessionBody {
+                    suite: s.suite,
+                    age_ms: s.age_ms,
+                    initiator: s.initiator,
+                },
+            )
+        })
+        .collect();
     let body: Vec<PeerBody> = neighbors
         .into_iter()
         .map(|n| PeerBody {
@@ -142,6 +168,7 @@ async fn peers(State(state): State<Arc<ApiState>>) -> Response {
             address: p2p::peer_id_of(&n.id)
                 .and_then(|p| addresses.get(&p))
                 .map(ToString::to_string),
+            session: sessions.remove(&n.id),
         })
         .collect();
     Json(body).into_response()

@@ -28,6 +28,9 @@
 //! probe_timeout_ms = 200
 //! suspicion_min_ms = 300     # suspicion timeout with full confirmation ...
 //! suspicion_max_ms = 900     # ... and with none
+//! [security]
+//! admission = "open"         # "closed": only the node ids in `trusted` may join
+//! trusted = ["12D3KooW..."]
 //! ```
 
 use std::fmt;
@@ -110,6 +113,16 @@ struct FileConfig {
     discovery: FileDiscovery,
     #[serde(default)]
     failure_detection: FileFailure,
+    #[serde(default)]
+    security: FileSecurity,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSecurity {
+    admission: Option<String>,
+    #[serde(default)]
+    trusted: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -190,6 +203,8 @@ pub struct NodeConfig {
     pub discover_peers: bool,
     /// SWIM/Lifeguard failure detection; `None` leaves neighbor failure to expiry.
     pub failure: Option<FailureConfig>,
+    /// Who may complete a session with this node.
+    pub admission: x0_actors::Admission,
 }
 
 /// Default listen addresses of a node started from a file without `network.listen`.
@@ -221,6 +236,7 @@ impl NodeConfig {
             max_neighbors: discovery.max_neighbors,
             discover_peers: true,
             failure: Some(FailureConfig::default()),
+            admission: x0_actors::Admission::Open,
         }
     }
 
@@ -284,6 +300,42 @@ impl NodeConfig {
         if let Some(discover) = raw.network.discover {
             config.discover_peers = discover;
         }
+        let mut trusted = std::collections::BTreeSet::new();
+        for (i, id) in raw.security.trusted.iter().enumerate() {
+            let id = id.trim().parse().map_err(|e| {
+                ConfigError::invalid(origin, format!("security.trusted[{i}]"), format!("{e}"))
+            })?;
+            trusted.insert(id);
+        }
+        config.admission = match raw.security.admission.as_deref().map(str::trim) {
+            None | Some("open") => {
+                if !trusted.is_empty() {
+                    return Err(ConfigError::invalid(
+                        origin,
+                        "security.trusted",
+                        "only applies with security.admission = \"closed\"",
+                    ));
+                }
+                x0_actors::Admission::Open
+            }
+            Some("closed") => {
+                if trusted.is_empty() {
+                    return Err(ConfigError::invalid(
+                        origin,
+                        "security.trusted",
+                        "a closed mesh needs at least one trusted node id",
+                    ));
+                }
+                x0_actors::Admission::Closed(trusted)
+            }
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    origin,
+                    "security.admission",
+                    format!("must be \"open\" or \"closed\", got {other:?}"),
+                ));
+            }
+        };
         let f = raw.failure_detection;
         if f.enabled == Some(false) {
             config.failure = None;
@@ -427,6 +479,7 @@ impl NodeConfig {
                 max_neighbors: self.max_neighbors,
             },
             failure: self.failure.clone(),
+            admission: self.admission.clone(),
             ..defaults
         }
     }
@@ -636,6 +689,30 @@ max_neighbors = 32
         assert_eq!(s.discovery.beacon_interval_ms, 500);
         assert_eq!(s.discovery.expiry_ms, 2000);
         assert_eq!(s.discovery.max_neighbors, 32);
+    }
+
+    #[test]
+    fn security_admission_is_checked() {
+        let id = x0_protocols::Identity::from_seed([1; 32]).id().to_string();
+        let closed = format!("{GOOD}\n[security]\nadmission = \"closed\"\ntrusted = [\"{id}\"]\n");
+        let c = NodeConfig::from_toml_str(&closed, "c.toml").unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            matches!(c.node_settings().admission, x0_actors::Admission::Closed(t) if t.len() == 1)
+        );
+        let e = err(&format!("{GOOD}\n[security]\nadmission = \"closed\"\n"));
+        assert!(e.starts_with("config/node.toml: security.trusted: "), "{e}");
+        let e = err(&format!("{GOOD}\n[security]\nadmission = \"ajar\"\n"));
+        assert!(
+            e.starts_with("config/node.toml: security.admission: "),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{GOOD}\n[security]\nadmission = \"closed\"\ntrusted = [\"nope\"]\n"
+        ));
+        assert!(
+            e.starts_with("config/node.toml: security.trusted[0]: "),
+            "{e}"
+        );
     }
 
     #[test]

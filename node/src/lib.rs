@@ -174,12 +174,7 @@ impl NodeBuilder {
         .await?;
         let seed = match self.seed {
             Some(seed) => seed,
-            None => {
-                let mut bytes = [0u8; 8];
-                getrandom::fill(&mut bytes)
-                    .map_err(|e| keystore::KeystoreError::Entropy(e.to_string()))?;
-                u64::from_le_bytes(bytes)
-            }
+            None => u64::from_le_bytes(os_random()?),
         };
         let inbox = Arc::new(Inbox::new(inbox::DEFAULT_CAPACITY));
         let sink = inbox.clone();
@@ -190,6 +185,8 @@ impl NodeBuilder {
                 settings: self.settings,
                 seed,
                 observer: Arc::new(move |delivered| sink.push(delivered)),
+                // Session keys never come from the configurable seed.
+                crypto_seed: os_random()?,
             })
             .await?,
         );
@@ -239,6 +236,13 @@ impl NodeBuilder {
             api_task,
         })
     }
+}
+
+/// Bytes from the operating system's CSPRNG.
+fn os_random<const N: usize>() -> Result<[u8; N], NodeError> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| keystore::KeystoreError::Entropy(e.to_string()))?;
+    Ok(bytes)
 }
 
 /// Refuses settings a config file would have refused, for nodes built by hand.

@@ -34,6 +34,8 @@ pub enum Kind {
     Data,
     /// A failure-detector probe (one hop): pings, acks and indirect probes.
     Probe,
+    /// A hybrid post-quantum session handshake message (one hop).
+    Handshake,
 }
 
 impl Kind {
@@ -44,6 +46,7 @@ impl Kind {
             Kind::Relay => 3,
             Kind::Data => 4,
             Kind::Probe => 5,
+            Kind::Handshake => 6,
         }
     }
 
@@ -54,6 +57,7 @@ impl Kind {
             3 => Ok(Kind::Relay),
             4 => Ok(Kind::Data),
             5 => Ok(Kind::Probe),
+            6 => Ok(Kind::Handshake),
             other => Err(EnvelopeError::UnknownKind(other)),
         }
     }
@@ -66,6 +70,7 @@ impl Kind {
             Kind::Relay => "relay",
             Kind::Data => "data",
             Kind::Probe => "probe",
+            Kind::Handshake => "handshake",
         }
     }
 }

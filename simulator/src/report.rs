@@ -28,6 +28,7 @@ pub struct Report {
     pub failure_detection: FailureDetectionReport,
     pub faults: FaultCounts,
     pub overhead: OverheadReport,
+    pub sessions: SessionsReport,
     /// Peak resident memory of the whole process (Linux `VmHWM`); `None` elsewhere.
     pub peak_rss_bytes: Option<u64>,
     pub peak_rss_bytes_per_node: Option<u64>,
@@ -95,6 +96,16 @@ pub struct FailureDetectionReport {
     pub false_suspicion_rate: f64,
     /// Neighbors that fell under suspicion, false or not.
     pub suspicions: u64,
+}
+
+/// Hybrid post-quantum sessions with neighbors at the end of the run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionsReport {
+    /// Sessions held, counted at both ends of each link.
+    pub established: usize,
+    /// Twice the number of working links: what full coverage would be.
+    pub expected: usize,
+    pub suite: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -194,6 +205,11 @@ impl fmt::Display for Report {
                 )?;
             }
         }
+        writeln!(
+            f,
+            "sessions: {}/{} link ends hold a {} session",
+            self.sessions.established, self.sessions.expected, self.sessions.suite
+        )?;
         let fd = &self.failure_detection;
         if fd.expected_detections > 0 || fd.false_suspicions > 0 {
             writeln!(

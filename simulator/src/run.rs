@@ -13,7 +13,8 @@ use crate::chaos::{Chaos, Mesh, REPAIR_WINDOW};
 use crate::measure;
 use crate::net::SimNetwork;
 use crate::report::{
-    DiscoveryReport, FailureDetectionReport, OverheadReport, Report, RoutingReport, peak_rss_bytes,
+    DiscoveryReport, FailureDetectionReport, OverheadReport, Report, RoutingReport, SessionsReport,
+    peak_rss_bytes,
 };
 use crate::scenario::Scenario;
 use crate::topology::Topology;
@@ -152,6 +153,21 @@ async fn simulate(
             .copied()
             .unwrap_or(0);
     }
+    let mut sessions = SessionsReport {
+        suite: x0_protocols::crypto::SUITE.to_string(),
+        expected: mesh.network.live_adjacency().iter().map(Vec::len).sum(),
+        ..SessionsReport::default()
+    };
+    for (index, node) in live.iter().enumerate() {
+        sessions.established += node
+            .sessions()
+            .await
+            .map_err(|e| SimError::NodeQuery {
+                index,
+                message: e.to_string(),
+            })?
+            .len();
+    }
     let routing = match scenario.routing.enabled {
         true => {
             let mut routing = measure_routing(&live, &live_ids).await?;
@@ -225,6 +241,7 @@ async fn simulate(
         failure_detection,
         faults: chaos.counts.clone(),
         overhead,
+        sessions,
         peak_rss_bytes: None,
         peak_rss_bytes_per_node: None,
     })

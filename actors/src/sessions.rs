@@ -1,0 +1,319 @@
+//! The `Sessions` actor: a hybrid post-quantum session (X25519 + ML-KEM-768, signed by
+//! both identities) with every neighbor, and admission control for closed meshes.
+//!
+//! When discovery reports a link up, the side with the smaller node id starts the
+//! handshake of [`x0_protocols::crypto`]; the other answers. A handshake that has not
+//! finished within [`HANDSHAKE_TIMEOUT_MS`] is started again. In a closed mesh a peer
+//! outside the trust list is refused at the handshake, and the refusal is logged and
+//! counted (the supervisor also drops everything else such a peer sends).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use serde::{Deserialize, Serialize};
+use x0_protocols::crypto::{Handshake, HandshakeConfig, HandshakeMessage, SUITE, Session};
+use x0_protocols::{Envelope, Identity, Kind, Millis, NodeId};
+
+use crate::clock::NodeClock;
+use crate::discovery::LinkEvent;
+use crate::port::NetworkPort;
+use crate::timer::Timer;
+
+/// A handshake not finished within this long is abandoned and, by the initiator, retried.
+pub const HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+
+/// Who may join the mesh.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Admission {
+    /// Anyone with a valid identity.
+    #[default]
+    Open,
+    /// Only the listed identities.
+    Closed(BTreeSet<NodeId>),
+}
+
+impl Admission {
+    pub fn admits(&self, peer: &NodeId) -> bool {
+        match self {
+            Admission::Open => true,
+            Admission::Closed(trusted) => trusted.contains(peer),
+        }
+    }
+}
+
+/// One established session, for `/api/v1/peers`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub peer: NodeId,
+    pub suite: String,
+    /// Whether we started the handshake.
+    pub initiator: bool,
+    pub age_ms: u64,
+}
+
+pub enum SessionMsg {
+    Link(LinkEvent),
+    /// A handshake envelope from its (authenticated) link peer.
+    Handshake(Envelope),
+    Sessions(RpcReplyPort<Vec<SessionInfo>>),
+    Tick(u64),
+}
+
+pub struct SessionArgs {
+    pub identity: Arc<Identity>,
+    pub port: Arc<dyn NetworkPort>,
+    pub clock: NodeClock,
+    pub admission: Admission,
+    /// Seeds the handshakes' ephemeral keys: from the OS in a real node, from the run's
+    /// seed in the simulator.
+    pub rng_seed: [u8; 32],
+}
+
+struct Pending {
+    handshake: Handshake,
+    started: Millis,
+    /// As responder: the Init we answered and our answer, so a retransmitted Init gets
+    /// the same answer instead of a second, conflicting handshake.
+    answered: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Handshake messages are sent as requests and resent until the peer acknowledges them:
+/// a lost Finish would otherwise leave one side with a session and the other without.
+const SEND_ATTEMPTS: u32 = 4;
+const ACK_TIMEOUT_MS: u64 = 300;
+
+struct Established {
+    // Kept for the traffic it will protect; its keys are zeroized when it is dropped.
+    _session: Session,
+    initiator: bool,
+    since: Millis,
+}
+
+pub struct SessionState {
+    args: SessionArgs,
+    rng: ChaCha20Rng,
+    links: BTreeSet<NodeId>,
+    pending: BTreeMap<NodeId, Pending>,
+    sessions: BTreeMap<NodeId, Established>,
+    timer: Timer,
+}
+
+pub struct SessionActor;
+
+impl Actor for SessionActor {
+    type Msg = SessionMsg;
+    type State = SessionState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: SessionArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(SessionState {
+            rng: ChaCha20Rng::from_seed(args.rng_seed),
+            args,
+            links: BTreeSet::new(),
+            pending: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            timer: Timer::default(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let now = state.args.clock.now();
+        match message {
+            SessionMsg::Link(LinkEvent::Up { neighbor, .. }) => {
+                state.links.insert(neighbor);
+                state.start_if_ours(now, neighbor);
+            }
+            SessionMsg::Link(LinkEvent::Cost { .. }) => {}
+            SessionMsg::Link(LinkEvent::Down { neighbor }) => {
+                state.links.remove(&neighbor);
+                state.pending.remove(&neighbor);
+                state.sessions.remove(&neighbor);
+            }
+            SessionMsg::Handshake(envelope) => state.take(now, envelope),
+            SessionMsg::Sessions(reply) => {
+                let _ = reply.send(state.infos(now));
+                return Ok(());
+            }
+            SessionMsg::Tick(generation) => {
+                if !state.timer.fire(generation) {
+                    return Ok(());
+                }
+                state.retry_stale(now);
+            }
+        }
+        let deadline = state
+            .pending
+            .values()
+            .map(|p| p.started.plus(HANDSHAKE_TIMEOUT_MS))
+            .min();
+        state
+            .timer
+            .arm(&myself, &state.args.clock, deadline, SessionMsg::Tick);
+        Ok(())
+    }
+}
+
+impl SessionState {
+    fn me(&self) -> NodeId {
+        self.args.identity.id()
+    }
+
+    /// Starts a handshake with `peer` if we are the side that starts and none is under way.
+    fn start_if_ours(&mut self, now: Millis, peer: NodeId) {
+        if self.me() >= peer
+            || self.sessions.contains_key(&peer)
+            || self.pending.contains_key(&peer)
+            || !self.args.admission.admits(&peer)
+        {
+            return;
+        }
+        let (handshake, init) = Handshake::initiate(
+            &self.args.identity,
+            HandshakeConfig::expecting(peer),
+            &mut self.rng,
+        );
+        self.pending.insert(
+            peer,
+            Pending {
+                handshake,
+                started: now,
+                answered: None,
+            },
+        );
+        self.send(peer, init);
+    }
+
+    fn retry_stale(&mut self, now: Millis) {
+        let stale: Vec<NodeId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now.since(p.started) >= HANDSHAKE_TIMEOUT_MS)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in stale {
+            self.pending.remove(&peer);
+            metrics::counter!("x0_handshake_failures_total", "reason" => "timeout").increment(1);
+            if self.links.contains(&peer) {
+                self.start_if_ours(now, peer);
+            }
+        }
+    }
+
+    fn take(&mut self, now: Millis, envelope: Envelope) {
+        let peer = envelope.from;
+        if !self.args.admission.admits(&peer) {
+            metrics::counter!("x0_admission_refused_total").increment(1);
+            tracing::warn!(%peer, "handshake refused: peer is not in the trust list");
+            return;
+        }
+        let is_init = matches!(
+            HandshakeMessage::decode(&envelope.payload),
+            Ok(HandshakeMessage::Init(_))
+        );
+        if is_init {
+            // The same Init again: our answer was lost or slow; give the same answer.
+            if let Some((init, answer)) = self.pending.get(&peer).and_then(|p| p.answered.as_ref())
+                && *init == envelope.payload
+            {
+                let answer = answer.clone();
+                self.send(peer, answer);
+                return;
+            }
+            // A new Init restarts the handshake (the peer restarted, or gave up on ours).
+            self.pending.insert(
+                peer,
+                Pending {
+                    handshake: Handshake::respond(
+                        &self.args.identity,
+                        HandshakeConfig::expecting(peer),
+                    ),
+                    started: now,
+                    answered: None,
+                },
+            );
+        }
+        let Some(pending) = self.pending.get_mut(&peer) else {
+            // A retransmission of a message whose handshake already completed.
+            if !self.sessions.contains_key(&peer) {
+                metrics::counter!("x0_handshake_failures_total", "reason" => "unexpected")
+                    .increment(1);
+            }
+            return;
+        };
+        let step = pending.handshake.handle_message(
+            &self.args.identity,
+            now,
+            &envelope.payload,
+            &mut self.rng,
+        );
+        match step {
+            Ok(step) => {
+                if let Some(reply) = step.reply {
+                    if is_init {
+                        pending.answered = Some((envelope.payload.clone(), reply.clone()));
+                    }
+                    self.send(peer, reply);
+                }
+                if let Some(session) = step.session {
+                    let initiator = self.me() < peer;
+                    self.pending.remove(&peer);
+                    self.sessions.insert(
+                        peer,
+                        Established {
+                            _session: session,
+                            initiator,
+                            since: now,
+                        },
+                    );
+                    metrics::counter!("x0_sessions_established_total").increment(1);
+                    tracing::debug!(%peer, suite = SUITE, "session established");
+                }
+            }
+            Err(e) => {
+                self.pending.remove(&peer);
+                metrics::counter!("x0_handshake_failures_total", "reason" => e.reason())
+                    .increment(1);
+                tracing::warn!(%peer, error = %e, "handshake failed");
+            }
+        }
+    }
+
+    fn send(&self, peer: NodeId, message: Vec<u8>) {
+        let envelope = Envelope::seal(&self.args.identity, Kind::Handshake, message);
+        let port = self.args.port.clone();
+        let timeout = std::time::Duration::from_millis(ACK_TIMEOUT_MS);
+        tokio::spawn(async move {
+            for _ in 0..SEND_ATTEMPTS {
+                match port.request(peer, &envelope, timeout).await {
+                    Ok(_) => return,
+                    Err(crate::port::PortError::Timeout) => continue,
+                    Err(_) => return,
+                }
+            }
+        });
+    }
+
+    fn infos(&self, now: Millis) -> Vec<SessionInfo> {
+        self.sessions
+            .iter()
+            .map(|(peer, s)| SessionInfo {
+                peer: *peer,
+                suite: SUITE.to_string(),
+                initiator: s.initiator,
+                age_ms: now.since(s.since),
+            })
+            .collect()
+    }
+}
