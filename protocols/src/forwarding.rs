@@ -150,7 +150,7 @@ pub struct ForwardingConfig {
 impl Default for ForwardingConfig {
     fn default() -> Self {
         ForwardingConfig {
-            hop_limit: 32,
+            hop_limit: 64,
             dedup_window_ms: 60_000,
             dedup_capacity: 65_536,
             link_attempts: 3,
@@ -405,7 +405,7 @@ mod tests {
         /// reaches its destination at most once and never takes more hops than allowed.
         #[test]
         fn at_most_once_and_within_the_hop_limit(
-            path_len in 1usize..40,
+            path_len in 1usize..80,
             repeats in proptest::collection::vec(any::<bool>(), 40),
         ) {
             let config = ForwardingConfig::default();
