@@ -2,6 +2,7 @@
 //! opening session frames of 1 KB and 1 MB.
 //!
 //! `cargo bench -p x0-protocols --bench crypto`; figures go to BENCHMARKS.md.
+#![allow(clippy::expect_used)] // a failed expectation is a broken benchmark
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
