@@ -211,14 +211,15 @@ impl fmt::Display for Report {
             self.sessions.established, self.sessions.expected, self.sessions.suite
         )?;
         let fd = &self.failure_detection;
-        if fd.expected_detections > 0 || fd.false_suspicions > 0 {
+        if fd.expected_detections > 0 || fd.false_suspicions > 0 || fd.suspicions > 0 {
             writeln!(
                 f,
-                "failure detection: {}/{} detected, MTTD p50 {} p99 {}; {} false suspicions ({:.2} per 1000 node-hours)",
+                "failure detection: {}/{} detected, MTTD p50 {} p99 {}; {} suspicions, {} false ({:.2} per 1000 node-hours)",
                 fd.detections,
                 fd.expected_detections,
                 ms(fd.mttd_ms_p50),
                 ms(fd.mttd_ms_p99),
+                fd.suspicions,
                 fd.false_suspicions,
                 fd.false_suspicion_rate
             )?;
