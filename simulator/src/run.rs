@@ -365,11 +365,13 @@ async fn measure_routing(
             index: i,
             message: e.to_string(),
         })?;
-        total_routes += routes.len();
+        // Routes to nodes that are down at the end (churn) are not counted: they are
+        // stale entries waiting to expire, not reachability.
         let mut table: Vec<(u32, u32)> = routes
             .iter()
             .filter_map(|r| Some((*index.get(&r.destination)?, *index.get(&r.next_hop)?)))
             .collect();
+        total_routes += table.len();
         table.sort_unstable();
         next.push(table);
     }
