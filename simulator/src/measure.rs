@@ -6,7 +6,7 @@
 //! at that moment. The figures of the report's `failure_detection` and `routing`
 //! sections are computed from here at the end.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -266,14 +266,6 @@ pub fn repair_times(repairs: &[Repair]) -> (Vec<u64>, usize) {
         }
     }
     (times, unrepaired)
-}
-
-/// Maps each node id to its index, for observers and route walks.
-pub fn index_of(ids: &[NodeId]) -> HashMap<NodeId, u32> {
-    ids.iter()
-        .enumerate()
-        .map(|(i, id)| (*id, i as u32))
-        .collect()
 }
 
 #[cfg(test)]

@@ -210,20 +210,8 @@ impl SimNetwork {
         self.lock().stats
     }
 
-    pub fn len(&self) -> usize {
-        self.lock().ids.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     pub fn index_of(&self, id: &NodeId) -> Option<u32> {
         self.lock().index.get(id).copied()
-    }
-
-    pub fn is_up(&self, index: u32) -> bool {
-        self.lock().up[index as usize]
     }
 
     /// Marks a node up or down (the caller starts or stops its actors). A down node's
@@ -260,10 +248,6 @@ impl SimNetwork {
                 state.restored_at.insert(link, now);
             }
         }
-    }
-
-    pub fn is_cut(&self, link: LinkKey) -> bool {
-        self.lock().cuts.contains_key(&link)
     }
 
     /// Adds loss and latency to `links` (`None`: all) until [`SimNetwork::lift`].
