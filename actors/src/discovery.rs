@@ -224,39 +224,36 @@ impl DiscoveryState {
 
     /// Hands neighbors that have gone quiet to the failure detector.
     fn probe_the_silent(&mut self, now: Millis) {
+        let due: Vec<NodeId> = self
+            .probe_times()
+            .filter(|(_, at)| *at <= now)
+            .map(|(id, _)| id)
+            .collect();
         let Some(detector) = &mut self.detector else {
             return;
         };
-        let silence = self
-            .args
-            .failure
-            .as_ref()
-            .map_or(u64::MAX, |f| f.silence_ms);
-        for neighbor in self.protocol.neighbors() {
-            let quiet_since = self
-                .probed_at
-                .get(&neighbor.id)
-                .map_or(neighbor.last_seen, |&p| p.max(neighbor.last_seen));
-            if now.since(quiet_since) >= silence {
-                detector.suspect_silence(now, neighbor.id);
-                self.probed_at.insert(neighbor.id, now);
-            }
+        for id in due {
+            detector.suspect_silence(now, id);
+            self.probed_at.insert(id, now);
         }
     }
 
     /// When the next neighbor goes quiet enough to be probed.
     fn next_silence_deadline(&self) -> Option<Millis> {
-        let silence = self.args.failure.as_ref()?.silence_ms;
-        self.protocol
-            .neighbors()
-            .map(|n| {
-                let quiet_since = self
-                    .probed_at
-                    .get(&n.id)
-                    .map_or(n.last_seen, |&p| p.max(n.last_seen));
-                quiet_since.plus(silence)
-            })
-            .min()
+        self.probe_times().map(|(_, at)| at).min()
+    }
+
+    /// For each neighbor, when it will have been quiet for `silence_ms`: since its last
+    /// beacon, or since we last probed it, whichever is later. Empty without a detector.
+    fn probe_times(&self) -> impl Iterator<Item = (NodeId, Millis)> + '_ {
+        let silence = self.args.failure.as_ref().map(|f| f.silence_ms);
+        self.protocol.neighbors().filter_map(move |n| {
+            let quiet_since = self
+                .probed_at
+                .get(&n.id)
+                .map_or(n.last_seen, |&p| p.max(n.last_seen));
+            Some((n.id, quiet_since.plus(silence?)))
+        })
     }
 
     fn flush_detector(&mut self) {
