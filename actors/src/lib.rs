@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod discovery;
+pub mod ledger;
 pub mod observer;
 pub mod port;
 pub mod routing;
@@ -20,12 +21,18 @@ use tokio::task::JoinHandle;
 use x0_protocols::NodeId;
 
 pub use discovery::NeighborInfo;
+pub use ledger::{
+    LedgerError, LedgerSettings, LedgerStatus, LedgerStore, MembershipChange, ReadResult,
+    StoreError,
+};
 pub use observer::{NoObserver, NodeObserver};
 pub use port::{Inbound, NetworkPort, PortError, Topic};
 pub use routing::{ForwardingStats, RouteEntry, SendError, Sent};
 pub use sessions::{Admission, SessionInfo};
 pub use supervisor::{NodeArgs, NodeMsg, NodeSettings, NodeStatus, NodeSupervisor, Subsystem};
 pub use x0_protocols::forwarding::Delivered;
+use x0_protocols::forwarding::Service;
+use x0_protocols::ledger::{Applied, Command};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActorError {
@@ -41,6 +48,9 @@ pub enum ActorError {
 
 /// How long a query to a running node's actors may take before we call it hung.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait on a ledger request: past any client timeout the ledger is configured
+/// with, so the ledger's own error arrives first.
+const LEDGER_QUERY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A running actor tree: the handle that the node, the simulator and tests hold.
 pub struct NodeHandle {
@@ -100,6 +110,7 @@ impl NodeHandle {
         let result = self
             .query(|reply| NodeMsg::Send {
                 destination,
+                service: Service::App,
                 payload,
                 reply: Some(reply),
             })
@@ -112,9 +123,72 @@ impl NodeHandle {
     pub fn send_nowait(&self, destination: NodeId, payload: Vec<u8>) {
         let _ = self.supervisor.cast(NodeMsg::Send {
             destination,
+            service: Service::App,
             payload,
             reply: None,
         });
+    }
+
+    /// Appends `command` to the ledger: forwarded to the leader wherever it is, retried
+    /// through leader changes, and answered once committed and applied.
+    pub async fn ledger_append(&self, command: Command) -> Result<Applied, LedgerError> {
+        self.ledger_query(|reply| ledger::LedgerMsg::Append { command, reply })
+            .await
+    }
+
+    /// Reads up to `limit` entries from 1-based position `from`. Linearizable reads go
+    /// through the leader; others read this node's replica (or the leader's, on a node
+    /// that keeps none).
+    pub async fn ledger_read(
+        &self,
+        from: u64,
+        limit: u32,
+        linearizable: bool,
+    ) -> Result<ReadResult, LedgerError> {
+        self.ledger_query(|reply| ledger::LedgerMsg::Read {
+            from,
+            limit,
+            linearizable,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn ledger_status(&self) -> Result<LedgerStatus, LedgerError> {
+        self.ledger_query(ledger::LedgerMsg::Status).await
+    }
+
+    /// Changes Raft's voter set through the leader (joint consensus).
+    pub async fn ledger_change(
+        &self,
+        change: MembershipChange,
+    ) -> Result<LedgerStatus, LedgerError> {
+        self.ledger_query(|reply| ledger::LedgerMsg::ChangeMembership { change, reply })
+            .await
+    }
+
+    async fn ledger_query<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(ractor::RpcReplyPort<Result<T, LedgerError>>) -> ledger::LedgerMsg,
+    ) -> Result<T, LedgerError> {
+        // The ledger bounds its own retries by its client timeout; this only guards
+        // against an actor that never answers.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let message = make(tx.into());
+        if self
+            .supervisor
+            .cast(NodeMsg::Ledger(Box::new(message)))
+            .is_err()
+        {
+            return Err(LedgerError::Down);
+        }
+        match tokio::time::timeout(LEDGER_QUERY_TIMEOUT, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(LedgerError::Down),
+            Err(_) => Err(LedgerError::Unavailable(
+                LEDGER_QUERY_TIMEOUT.as_millis() as u64
+            )),
+        }
     }
 
     /// Fault injection: makes a subsystem actor panic, as a bug would.

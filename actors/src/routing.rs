@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::{Deserialize, Serialize};
-use x0_protocols::forwarding::{self, Decision, Forwarder, ForwardingConfig, Relay};
+use x0_protocols::forwarding::{self, Decision, Forwarder, ForwardingConfig, Relay, Service};
 use x0_protocols::routing::{Output, Routing, RoutingConfig, RoutingMessage};
 use x0_protocols::{Envelope, Identity, Kind, Millis, NodeId};
 
@@ -18,6 +18,7 @@ use crate::clock::NodeClock;
 use crate::discovery::LinkEvent;
 use crate::observer::NodeObserver;
 use crate::port::{NetworkPort, Topic};
+use crate::supervisor::NodeMsg;
 use crate::timer::Timer;
 
 /// One row of the routing table, for the API and the simulator.
@@ -73,6 +74,7 @@ pub enum RoutingMsg {
     Relay(Envelope),
     Send {
         destination: NodeId,
+        service: Service,
         payload: Vec<u8>,
         reply: Option<RpcReplyPort<Result<Sent, SendError>>>,
     },
@@ -201,10 +203,11 @@ impl Actor for RoutingActor {
             }
             RoutingMsg::Send {
                 destination,
+                service,
                 payload,
                 reply,
             } => {
-                let result = state.originate(now, destination, payload);
+                let result = state.originate(now, destination, service, payload);
                 if let Some(reply) = reply {
                     let _ = reply.send(result);
                 }
@@ -235,6 +238,7 @@ impl RoutingState {
         &mut self,
         now: Millis,
         destination: NodeId,
+        service: Service,
         payload: Vec<u8>,
     ) -> Result<Sent, SendError> {
         if payload.len() > MAX_PAYLOAD_BYTES {
@@ -246,7 +250,7 @@ impl RoutingState {
             metrics::counter!("x0_forwarding_dropped_total", "reason" => "no_route").increment(1);
             return Err(SendError::NoRoute(destination));
         }
-        let data = self.forwarder.new_data(destination, payload);
+        let data = self.forwarder.new_data(destination, service, payload);
         let sealed = forwarding::seal_data(&self.args.identity, &data);
         self.originated += 1;
         metrics::counter!("x0_forwarding_originated_total").increment(1);
@@ -278,7 +282,12 @@ impl RoutingState {
             Decision::Deliver(relay) => match forwarding::open(self.args.identity.id(), relay) {
                 Ok(delivered) => {
                     metrics::counter!("x0_forwarding_delivered_total").increment(1);
-                    self.args.observer.delivered(delivered);
+                    match delivered.service {
+                        Service::App => self.args.observer.delivered(delivered),
+                        Service::Ledger => {
+                            let _ = self.args.supervisor.cast(NodeMsg::Service(delivered));
+                        }
+                    }
                 }
                 Err(e) => {
                     metrics::counter!("x0_forwarding_dropped_total", "reason" => e.reason())

@@ -9,12 +9,13 @@ use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, Super
 use serde::{Deserialize, Serialize};
 use x0_protocols::discovery::DiscoveryConfig;
 use x0_protocols::failure::FailureConfig;
-use x0_protocols::forwarding::ForwardingConfig;
+use x0_protocols::forwarding::{Delivered, ForwardingConfig, Service};
 use x0_protocols::routing::{RoutingConfig, link_cost};
 use x0_protocols::{Envelope, Identity, Kind, NodeId};
 
 use crate::clock::NodeClock;
 use crate::discovery::{DiscoveryActor, DiscoveryArgs, DiscoveryMsg, LinkEvent, NeighborInfo};
+use crate::ledger::{LedgerActor, LedgerArgs, LedgerMsg, LedgerSettings, LedgerStore};
 use crate::observer::NodeObserver;
 use crate::port::{Inbound, NetworkPort};
 use crate::routing::{
@@ -33,6 +34,8 @@ pub struct NodeSettings {
     pub forwarding: ForwardingConfig,
     /// Who may join: everyone, or only a trust list.
     pub admission: Admission,
+    /// The Raft ledger; `None` runs the node without one.
+    pub ledger: Option<LedgerSettings>,
     /// Inbound envelopes waiting in one actor's mailbox beyond which new ones are dropped
     /// (ractor mailboxes are unbounded; this is what keeps a flooding peer from growing
     /// our memory).
@@ -51,6 +54,7 @@ impl Default for NodeSettings {
             routing: Some(RoutingConfig::default()),
             forwarding: ForwardingConfig::default(),
             admission: Admission::Open,
+            ledger: None,
             inbound_queue_limit: 1024,
             max_restarts: 10,
             restart_window_ms: 10_000,
@@ -68,6 +72,9 @@ pub struct NodeArgs {
     pub observer: Arc<dyn NodeObserver>,
     /// Seeds session handshakes' ephemeral keys: OS randomness in a real node.
     pub crypto_seed: [u8; 32],
+    /// Where the ledger keeps Raft's log (a redb file in a real node, redb in memory in
+    /// the simulator). `None` with a ledger configured: a fresh store in memory.
+    pub ledger_store: Option<LedgerStore>,
 }
 
 /// The subsystems a supervisor owns, for fault injection and metric labels.
@@ -77,6 +84,7 @@ pub enum Subsystem {
     Discovery,
     Routing,
     Sessions,
+    Ledger,
 }
 
 impl Subsystem {
@@ -85,6 +93,7 @@ impl Subsystem {
             Subsystem::Discovery => "discovery",
             Subsystem::Routing => "routing",
             Subsystem::Sessions => "sessions",
+            Subsystem::Ledger => "ledger",
         }
     }
 }
@@ -114,9 +123,14 @@ pub enum NodeMsg {
     /// was accepted.
     Send {
         destination: NodeId,
+        service: Service,
         payload: Vec<u8>,
         reply: Option<RpcReplyPort<Result<Sent, SendError>>>,
     },
+    /// From routing: a message for one of the node's own subsystems arrived.
+    Service(Delivered),
+    /// For the ledger actor (client requests from the node's owner).
+    Ledger(Box<LedgerMsg>),
     /// From routing: this neighbor stopped acknowledging relays.
     Unresponsive(NodeId),
     /// Fault injection: make a child panic.
@@ -130,6 +144,7 @@ pub struct NodeState {
     discovery_pending: Arc<AtomicUsize>,
     routing: Option<ActorRef<RoutingMsg>>,
     sessions: ActorRef<SessionMsg>,
+    ledger: Option<ActorRef<LedgerMsg>>,
     /// Link peers whose envelope signature has been checked since their link came up.
     verified_links: BTreeSet<NodeId>,
     /// Strangers to a closed mesh already refused (and logged) once.
@@ -219,6 +234,27 @@ impl NodeSupervisor {
             Actor::spawn_linked(None, RoutingActor, routing_args, myself.get_cell()).await?;
         Ok(Some(actor))
     }
+
+    async fn spawn_ledger(
+        myself: &ActorRef<NodeMsg>,
+        args: &NodeArgs,
+        incarnation: u64,
+    ) -> Result<Option<ActorRef<LedgerMsg>>, ActorProcessingErr> {
+        let Some(settings) = args.settings.ledger.clone() else {
+            return Ok(None);
+        };
+        let ledger_args = LedgerArgs {
+            me: args.identity.id(),
+            settings,
+            store: args.ledger_store.clone(),
+            supervisor: myself.clone(),
+            seed: u64::from_le_bytes(args.crypto_seed[8..16].try_into().unwrap_or_default())
+                ^ incarnation.wrapping_mul(0xA24B_AED4_963E_E407),
+        };
+        let (actor, _) =
+            Actor::spawn_linked(None, LedgerActor, ledger_args, myself.get_cell()).await?;
+        Ok(Some(actor))
+    }
 }
 
 impl Actor for NodeSupervisor {
@@ -236,6 +272,7 @@ impl Actor for NodeSupervisor {
         let discovery = Self::spawn_discovery(&myself, &args, clock, pending.clone(), 0).await?;
         let routing = Self::spawn_routing(&myself, &args, clock, Vec::new(), 0).await?;
         let sessions = Self::spawn_sessions(&myself, &args, clock, 0).await?;
+        let ledger = Self::spawn_ledger(&myself, &args, 0).await?;
         Ok(NodeState {
             args,
             clock,
@@ -243,6 +280,7 @@ impl Actor for NodeSupervisor {
             discovery_pending: pending,
             routing,
             sessions,
+            ledger,
             verified_links: BTreeSet::new(),
             refused: BTreeSet::new(),
             restarts: 0,
@@ -327,12 +365,14 @@ impl Actor for NodeSupervisor {
             }
             NodeMsg::Send {
                 destination,
+                service,
                 payload,
                 reply,
             } => match &state.routing {
                 Some(routing) => {
                     let _ = routing.cast(RoutingMsg::Send {
                         destination,
+                        service,
                         payload,
                         reply,
                     });
@@ -343,6 +383,31 @@ impl Actor for NodeSupervisor {
                     }
                 }
             },
+            NodeMsg::Service(delivered) => match (delivered.service, &state.ledger) {
+                (Service::Ledger, Some(ledger)) => {
+                    let _ = ledger.cast(LedgerMsg::Inbound {
+                        from: delivered.origin,
+                        payload: delivered.payload,
+                    });
+                }
+                (service, _) => {
+                    metrics::counter!("x0_node_inbound_dropped_total", "reason" => "no_subsystem")
+                        .increment(1);
+                    tracing::debug!(?service, "a message for a subsystem this node does not run");
+                }
+            },
+            NodeMsg::Ledger(message) => {
+                // Without a ledger the message (and its reply port) is dropped, which the
+                // caller sees as the ledger being down.
+                if let Some(ledger) = &state.ledger {
+                    let _ = ledger.cast(*message);
+                }
+            }
+            NodeMsg::Crash(Subsystem::Ledger, reason) => {
+                if let Some(ledger) = &state.ledger {
+                    ledger.stop(Some(format!("injected fault: {reason}")));
+                }
+            }
             NodeMsg::Unresponsive(neighbor) => {
                 let _ = state.discovery.cast(DiscoveryMsg::Unresponsive(neighbor));
             }
@@ -407,6 +472,13 @@ impl Actor for NodeSupervisor {
             state.routing =
                 Self::spawn_routing(&myself, &state.args, state.clock, links, state.restarts)
                     .await?;
+        } else if state
+            .ledger
+            .as_ref()
+            .is_some_and(|l| is_same(&cell, &l.get_cell()))
+        {
+            state.note_restart(Subsystem::Ledger, &why)?;
+            state.ledger = Self::spawn_ledger(&myself, &state.args, state.restarts).await?;
         } else if is_same(&cell, &state.sessions.get_cell()) {
             state.note_restart(Subsystem::Sessions, &why)?;
             state.sessions =

@@ -52,6 +52,7 @@ async fn spawn_node(port: Arc<RecordingPort>) -> NodeHandle {
         seed: 1,
         observer: Arc::new(x0_actors::NoObserver),
         crypto_seed: [7; 32],
+        ledger_store: None,
     })
     .await
     .expect("node starts")

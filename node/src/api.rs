@@ -1,5 +1,5 @@
 //! The HTTP API: health, readiness, Prometheus metrics, status, peers, routes and
-//! messages.
+//! messages; the ledger's part is in [`crate::ledger_api`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -37,10 +37,11 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/peers", get(peers))
         .route("/api/v1/routes", get(routes))
         .route("/api/v1/messages", get(messages).post(send))
+        .merge(crate::ledger_api::routes())
         .with_state(state)
 }
 
-fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": message.to_string() }))).into_response()
 }
 

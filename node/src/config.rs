@@ -42,6 +42,7 @@ use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 use serde::Deserialize;
 use x0_actors::NodeSettings;
+use x0_protocols::NodeId;
 use x0_protocols::discovery::DiscoveryConfig;
 use x0_protocols::failure::FailureConfig;
 
@@ -115,6 +116,23 @@ struct FileConfig {
     failure_detection: FileFailure,
     #[serde(default)]
     security: FileSecurity,
+    ledger: Option<FileLedger>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLedger {
+    #[serde(default)]
+    validators: Vec<String>,
+    #[serde(default)]
+    learners: Vec<String>,
+    replica: Option<bool>,
+    heartbeat_ms: Option<u64>,
+    election_timeout_min_ms: Option<u64>,
+    election_timeout_max_ms: Option<u64>,
+    snapshot_every: Option<u64>,
+    rpc_timeout_ms: Option<u64>,
+    client_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -205,6 +223,8 @@ pub struct NodeConfig {
     pub failure: Option<FailureConfig>,
     /// Who may complete a session with this node.
     pub admission: x0_actors::Admission,
+    /// The Raft ledger; `None` (no `[ledger]` section) runs the node without one.
+    pub ledger: Option<x0_actors::LedgerSettings>,
 }
 
 /// Default listen addresses of a node started from a file without `network.listen`.
@@ -237,6 +257,7 @@ impl NodeConfig {
             discover_peers: true,
             failure: Some(FailureConfig::default()),
             admission: x0_actors::Admission::Open,
+            ledger: None,
         }
     }
 
@@ -336,6 +357,39 @@ impl NodeConfig {
                 ));
             }
         };
+        if let Some(l) = raw.ledger {
+            let ids = |key: &str, texts: &[String]| {
+                texts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, id)| {
+                        id.trim().parse().map_err(|e| {
+                            ConfigError::invalid(
+                                origin,
+                                format!("ledger.{key}[{i}]"),
+                                format!("{e}"),
+                            )
+                        })
+                    })
+                    .collect::<Result<std::collections::BTreeSet<NodeId>, _>>()
+            };
+            let defaults = x0_actors::LedgerSettings::default();
+            config.ledger = Some(x0_actors::LedgerSettings {
+                validators: ids("validators", &l.validators)?,
+                learners: ids("learners", &l.learners)?,
+                replica: l.replica.unwrap_or(defaults.replica),
+                heartbeat_ms: l.heartbeat_ms.unwrap_or(defaults.heartbeat_ms),
+                election_timeout_min_ms: l
+                    .election_timeout_min_ms
+                    .unwrap_or(defaults.election_timeout_min_ms),
+                election_timeout_max_ms: l
+                    .election_timeout_max_ms
+                    .unwrap_or(defaults.election_timeout_max_ms),
+                snapshot_every: l.snapshot_every.unwrap_or(defaults.snapshot_every),
+                rpc_timeout_ms: l.rpc_timeout_ms.unwrap_or(defaults.rpc_timeout_ms),
+                client_timeout_ms: l.client_timeout_ms.unwrap_or(defaults.client_timeout_ms),
+            });
+        }
         let f = raw.failure_detection;
         if f.enabled == Some(false) {
             config.failure = None;
@@ -431,6 +485,9 @@ impl NodeConfig {
             1,
             MAX_NEIGHBORS_LIMIT,
         )?;
+        if let Some(ledger) = &self.ledger {
+            validate_ledger(origin, ledger)?;
+        }
         if let Some(f) = &self.failure {
             in_range(
                 origin,
@@ -480,9 +537,77 @@ impl NodeConfig {
             },
             failure: self.failure.clone(),
             admission: self.admission.clone(),
+            ledger: self.ledger.clone(),
             ..defaults
         }
     }
+}
+
+/// Most validators a ledger may name: Raft's quorum traffic grows with every voter.
+const MAX_VALIDATORS: usize = 9;
+
+fn validate_ledger(origin: &str, l: &x0_actors::LedgerSettings) -> Result<(), ConfigError> {
+    if l.validators.is_empty() || l.validators.len() > MAX_VALIDATORS {
+        return Err(ConfigError::invalid(
+            origin,
+            "ledger.validators",
+            format!(
+                "must name between 1 and {MAX_VALIDATORS} node ids (3 or 5 tolerate 1 or 2 failures), got {}",
+                l.validators.len()
+            ),
+        ));
+    }
+    if let Some(both) = l.learners.intersection(&l.validators).next() {
+        return Err(ConfigError::invalid(
+            origin,
+            "ledger.learners",
+            format!("{both} is also a validator"),
+        ));
+    }
+    in_range(origin, "ledger.heartbeat_ms", l.heartbeat_ms, 10, 10_000)?;
+    if l.election_timeout_min_ms <= l.heartbeat_ms {
+        return Err(ConfigError::invalid(
+            origin,
+            "ledger.election_timeout_min_ms",
+            format!(
+                "must exceed ledger.heartbeat_ms ({}), got {}",
+                l.heartbeat_ms, l.election_timeout_min_ms
+            ),
+        ));
+    }
+    if l.election_timeout_max_ms <= l.election_timeout_min_ms || l.election_timeout_max_ms > 60_000
+    {
+        return Err(ConfigError::invalid(
+            origin,
+            "ledger.election_timeout_max_ms",
+            format!(
+                "must exceed ledger.election_timeout_min_ms ({}) and be at most 60000, got {}",
+                l.election_timeout_min_ms, l.election_timeout_max_ms
+            ),
+        ));
+    }
+    in_range(
+        origin,
+        "ledger.snapshot_every",
+        l.snapshot_every,
+        10,
+        10_000_000,
+    )?;
+    in_range(
+        origin,
+        "ledger.rpc_timeout_ms",
+        l.rpc_timeout_ms,
+        10,
+        60_000,
+    )?;
+    in_range(
+        origin,
+        "ledger.client_timeout_ms",
+        l.client_timeout_ms,
+        100,
+        600_000,
+    )?;
+    Ok(())
 }
 
 fn in_range<T: PartialOrd + fmt::Display>(

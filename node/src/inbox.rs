@@ -120,6 +120,7 @@ mod tests {
         Delivered {
             origin: NodeId([n; 32]),
             id: u64::from(n),
+            service: x0_protocols::forwarding::Service::App,
             payload: vec![n],
             hops: 1,
         }

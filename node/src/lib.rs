@@ -24,6 +24,7 @@ pub mod api;
 pub mod config;
 pub mod inbox;
 pub mod keystore;
+pub mod ledger_api;
 pub mod metrics;
 pub mod p2p;
 
@@ -56,6 +57,26 @@ pub enum NodeError {
     Actors(#[from] ActorError),
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    #[error("ledger store {path}: {reason}")]
+    LedgerStore { path: PathBuf, reason: String },
+}
+
+/// The ledger's file in a node's data directory.
+pub const LEDGER_FILE: &str = "ledger.redb";
+
+/// Opens the node's ledger store, checking every page's checksum and every record, so a
+/// damaged file is refused at start rather than trusted or silently replaced.
+pub fn open_ledger_store(data_dir: &std::path::Path) -> Result<x0_actors::LedgerStore, NodeError> {
+    let path = data_dir.join(LEDGER_FILE);
+    let fail = |reason: String| NodeError::LedgerStore {
+        path: path.clone(),
+        reason,
+    };
+    let db = redb::Database::builder()
+        .set_check_integrity_on_open(true)
+        .create(&path)
+        .map_err(|e| fail(e.to_string()))?;
+    x0_actors::LedgerStore::open(Arc::new(db)).map_err(|e| fail(e.to_string()))
 }
 
 /// Builds a node; see the crate docs for an example.
@@ -149,6 +170,15 @@ impl NodeBuilder {
             None => None,
         };
         let identity = Arc::new(keystore::load_or_create(&data_dir)?);
+        // Open (and check) the ledger store before anything listens: a corrupt store
+        // stops the node here, with the file named.
+        let ledger_store = match &self.settings.ledger {
+            Some(_) => Some(open_ledger_store(&data_dir)?),
+            None => None,
+        };
+        if self.settings.ledger.is_some() {
+            x0_actors::ledger::seed_election_rng(u64::from_le_bytes(os_random()?));
+        }
         let metrics = metrics::handle();
         let listen = if self.listen.is_empty() {
             vec![
@@ -187,6 +217,7 @@ impl NodeBuilder {
                 observer: Arc::new(move |delivered| sink.push(delivered)),
                 // Session keys never come from the configurable seed.
                 crypto_seed: os_random()?,
+                ledger_store,
             })
             .await?,
         );

@@ -15,11 +15,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Envelope, EnvelopeError, Identity, Kind, Millis, NodeId};
 
+/// Which subsystem at the destination a message is for. Application messages go to
+/// whoever embeds the node; the others are the node's own traffic between subsystems
+/// that talk across several hops (Raft among validators that are not neighbors).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Service {
+    #[default]
+    App,
+    Ledger,
+}
+
 /// What the origin signs: who it is for, a per-origin message id, and the bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Data {
     pub destination: NodeId,
     pub id: u64,
+    pub service: Service,
     pub payload: Vec<u8>,
 }
 
@@ -42,6 +53,7 @@ pub struct Relay {
 pub struct Delivered {
     pub origin: NodeId,
     pub id: u64,
+    pub service: Service,
     pub payload: Vec<u8>,
     /// Links it crossed.
     pub hops: u8,
@@ -96,6 +108,7 @@ pub fn open(me: NodeId, relay: Relay) -> Result<Delivered, OpenError> {
     Ok(Delivered {
         origin: relay.origin,
         id: data.id,
+        service: data.service,
         payload: data.payload,
         hops: relay.hops,
     })
@@ -189,12 +202,13 @@ impl Forwarder {
     }
 
     /// Starts a message of ours: the `Data` to sign, and then [`Forwarder::originate`].
-    pub fn new_data(&mut self, destination: NodeId, payload: Vec<u8>) -> Data {
+    pub fn new_data(&mut self, destination: NodeId, service: Service, payload: Vec<u8>) -> Data {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         Data {
             destination,
             id,
+            service,
             payload,
         }
     }
@@ -358,7 +372,7 @@ mod tests {
         let forger = Identity::from_seed([2; 32]);
         let me = Identity::from_seed([3; 32]).id();
         let mut f = Forwarder::new(origin.id(), ForwardingConfig::default(), 40);
-        let data = f.new_data(me, b"hello".to_vec());
+        let data = f.new_data(me, Service::App, b"hello".to_vec());
         let Decision::Forward { relay, .. } =
             f.originate(Millis(0), &data, seal_data(&origin, &data), Some(id(9)))
         else {
@@ -415,7 +429,7 @@ mod tests {
                 nodes.iter().map(|n| Forwarder::new(*n, config.clone(), 0)).collect();
             let destination = *nodes.last().expect("non-empty");
             let mut origin = Forwarder::new(nodes[0], config.clone(), 0);
-            let data = origin.new_data(destination, b"hi".to_vec());
+            let data = origin.new_data(destination, Service::App, b"hi".to_vec());
             let mut decision = origin.originate(Millis(0), &data, vec![], Some(nodes.get(1).copied().unwrap_or(destination)));
             let mut hops = 0u32;
             let mut deliveries = 0;

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 /// identity multihash of the protobuf-encoded public key, `12D3KooW…`), so that operators
 /// see one id in logs, the HTTP API, the CLI and libp2p's own tooling. The encoding is done
 /// here, without libp2p, because `protocols` must not depend on the transport.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// `Default` is the all-zero id, which no Ed25519 key maps to in practice; it exists because
+/// openraft requires node ids to have a default.
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct NodeId(pub [u8; 32]);
 
 /// Multihash `identity` code, length 36, then protobuf `PublicKey { type: Ed25519, data: 32 bytes }`.

@@ -12,6 +12,7 @@ pub mod failure;
 pub mod forwarding;
 pub mod id;
 pub mod identity;
+pub mod ledger;
 pub mod routing;
 pub mod time;
 

@@ -97,6 +97,10 @@ pub enum RoutingMessage {
         seqno: u32,
         hops_left: u8,
     },
+    /// "Please send me your whole table": sent on a new link, because the neighbor may
+    /// have sent its table before it counted us as a link, and then dropped it (as
+    /// updates from non-links are), leaving us to wait a full update interval.
+    TableRequest,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -210,7 +214,8 @@ impl Routing {
         let cost = cost.clamp(1, INFINITY - 1);
         let is_new = self.links.insert(neighbor, cost).is_none();
         if is_new {
-            // Tell the newcomer everything we know right away rather than at the next dump.
+            // Tell the newcomer everything we know right away rather than at the next
+            // dump, and ask for the same.
             let table = self.full_table();
             self.outputs.push_back(Output::Send(
                 neighbor,
@@ -219,6 +224,8 @@ impl Routing {
                     complete: true,
                 },
             ));
+            self.outputs
+                .push_back(Output::Send(neighbor, RoutingMessage::TableRequest));
         }
         self.reselect_all(now);
         self.schedule_triggered(now);
@@ -284,6 +291,16 @@ impl Routing {
                 seqno,
                 hops_left,
             } => self.handle_request(from, destination, seqno, hops_left),
+            RoutingMessage::TableRequest => {
+                let adverts = self.full_table();
+                self.outputs.push_back(Output::Send(
+                    from,
+                    RoutingMessage::Update {
+                        adverts,
+                        complete: true,
+                    },
+                ));
+            }
         }
         self.schedule_triggered(now);
     }
@@ -653,6 +670,39 @@ mod alternate_tests {
         // Without 3, only 4 is left, and 4 may route through us: no alternate.
         r.remove_link(now, id(3));
         assert_eq!(r.alternate_next_hop(&id(9), &id(2)), None);
+    }
+
+    /// Drains outputs meant for `to` (sent to it or broadcast).
+    fn for_neighbor(r: &mut Routing, to: NodeId) -> Vec<RoutingMessage> {
+        std::iter::from_fn(|| r.poll_output())
+            .filter_map(|o| match o {
+                Output::Send(n, m) if n == to => Some(m),
+                Output::Broadcast(m) => Some(m),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_table_sent_before_the_link_was_mutual_is_asked_for_again() {
+        let now = Millis(0);
+        let mut a = Routing::new(id(1), RoutingConfig::default(), now);
+        let mut b = Routing::new(id(2), RoutingConfig::default(), now);
+        // A sees the link first; what it sends B now is dropped (B has no link yet).
+        a.set_link(now, id(2), 100);
+        for m in for_neighbor(&mut a, id(2)) {
+            b.handle_message(now, id(1), m);
+        }
+        assert_eq!(b.next_hop(&id(1)), None);
+        // B sees the link; its table request makes A resend, long before a periodic dump.
+        b.set_link(now, id(1), 100);
+        for m in for_neighbor(&mut b, id(1)) {
+            a.handle_message(now, id(2), m);
+        }
+        for m in for_neighbor(&mut a, id(2)) {
+            b.handle_message(now, id(1), m);
+        }
+        assert_eq!(b.next_hop(&id(1)), Some(id(1)));
     }
 }
 

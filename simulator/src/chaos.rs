@@ -78,6 +78,7 @@ impl Mesh {
             settings: self.settings.clone(),
             seed: self.node_rng.next_u64(),
             observer: self.recorder.observer(index, self.network.clone()),
+            ledger_store: None,
             crypto_seed: {
                 let mut seed = [0u8; 32];
                 self.node_rng.fill_bytes(&mut seed);

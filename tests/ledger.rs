@@ -1,0 +1,230 @@
+//! The Raft ledger on real node processes over loopback: three validators and a plain
+//! member. Writes made anywhere are committed and readable everywhere; a SIGKILLed leader
+//! is replaced and, restarted from its data directory, still has every entry it had
+//! committed; the voter set changes at run time; a damaged store is refused at start.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is the test failing
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{NodeProcess, free_port, http_post, run, wait_for};
+use serde_json::Value;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Creates a node's keys ahead of its start and returns its id, as an operator would to
+/// write the validator list.
+fn keygen(dir: &Path, name: &str) -> String {
+    let out = run(&[
+        "keygen",
+        "--out",
+        dir.join(format!("{name}-data")).to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "keygen: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("node id: "))
+        .expect("keygen prints the id")
+        .trim()
+        .to_string()
+}
+
+fn ledger_section(validators: &[String]) -> String {
+    let list = validators
+        .iter()
+        .map(|v| format!("\"{v}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "\n[ledger]\nvalidators = [{list}]\nheartbeat_ms = 100\nelection_timeout_min_ms = 400\n\
+         election_timeout_max_ms = 800\nsnapshot_every = 20\nclient_timeout_ms = 4000\n"
+    )
+}
+
+fn status(node: &NodeProcess) -> Option<Value> {
+    node.get("/api/v1/ledger/status")
+}
+
+/// Appends a text entry through `node`; `None` while the ledger cannot commit it.
+fn append(node: &NodeProcess, text: &str, request_id: &str) -> Option<Value> {
+    let body = serde_json::json!({ "text": text, "request_id": request_id }).to_string();
+    let (code, answer) = http_post(node.api_port, "/api/v1/ledger/entries", &body).ok()?;
+    (code == 201).then(|| serde_json::from_str(&answer).expect("JSON answer"))
+}
+
+fn append_eventually(node: &NodeProcess, text: &str) -> u64 {
+    wait_for(&format!("{} to commit {text}", node.name), PATIENCE, || {
+        append(node, text, &format!("req-{text}"))
+    })["position"]
+        .as_u64()
+        .expect("a position")
+}
+
+/// Texts of the entries `node` holds, from position 1, as it reads them locally.
+fn texts(node: &NodeProcess) -> Vec<String> {
+    node.get("/api/v1/ledger/entries?from=1&limit=1000")
+        .and_then(|v| v["entries"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|e| e["text"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn writes_anywhere_commit_everywhere_and_survive_a_killed_leader() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let names = ["v1", "v2", "v3", "m4"];
+    let ids: Vec<String> = names.iter().map(|n| keygen(dir.path(), n)).collect();
+    let ledger = ledger_section(&ids[..3]);
+    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let mut nodes: Vec<NodeProcess> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let bootstrap: Vec<u16> = if i == 0 { vec![] } else { vec![ports[0]] };
+            NodeProcess::start_with(dir.path(), name, ports[i], &bootstrap, &ledger)
+        })
+        .collect();
+
+    // Every node, the plain member included, sees the same leader among the validators.
+    let leader = wait_for("every node to agree on a leader", PATIENCE, || {
+        let leaders: Vec<String> = nodes
+            .iter()
+            .filter_map(|n| status(n)?["leader"].as_str().map(String::from))
+            .collect();
+        (leaders.len() == nodes.len() && leaders.iter().all(|l| *l == leaders[0]))
+            .then(|| leaders[0].clone())
+    });
+    assert!(ids[..3].contains(&leader), "the leader is a validator");
+    let member_status = status(&nodes[3]).expect("member status");
+    assert_eq!(member_status["role"], "member");
+    assert_eq!(member_status["voters"].as_array().unwrap().len(), 3);
+    let leader_index = ids.iter().position(|id| *id == leader).unwrap();
+
+    // Writes through the plain member and through a follower are forwarded and committed.
+    let follower = (0..3).find(|&i| i != leader_index).unwrap();
+    for i in 0..5 {
+        let via = if i % 2 == 0 { 3 } else { follower };
+        assert_eq!(append_eventually(&nodes[via], &format!("e{i}")), i + 1);
+    }
+    // A retry with the same request id is applied once and answers the first position.
+    let retry = append(&nodes[3], "e0", "req-e0").expect("retry answered");
+    assert_eq!(retry["position"], 1);
+    assert_eq!(retry["duplicate"], true);
+
+    let expected: Vec<String> = (0..5).map(|i| format!("e{i}")).collect();
+    for node in &nodes {
+        wait_for(&format!("{} to hold e0..e4", node.name), PATIENCE, || {
+            (texts(node) == expected).then_some(())
+        });
+    }
+    let linearizable = nodes[3]
+        .get("/api/v1/ledger/entries?from=4&consistency=linearizable")
+        .expect("linearizable read through the leader");
+    assert_eq!(linearizable["total"], 5);
+    assert_eq!(linearizable["entries"][0]["text"], "e3");
+
+    // SIGKILL the leader: the others elect a new one and writes go on.
+    nodes[leader_index].kill();
+    let survivor = (0..3).find(|&i| i != leader_index).unwrap();
+    let new_leader = wait_for("a new leader", PATIENCE, || {
+        let l = status(&nodes[survivor])?["leader"].as_str()?.to_string();
+        (l != leader).then_some(l)
+    });
+    assert!(ids[..3].contains(&new_leader));
+    assert_eq!(append_eventually(&nodes[3], "after-kill"), 6);
+
+    // The old leader restarts from its data directory with everything it had committed,
+    // and catches up on what it missed.
+    nodes[leader_index].restart();
+    let mut all = expected.clone();
+    all.push("after-kill".into());
+    let restarted = &nodes[leader_index];
+    wait_for("the restarted leader to catch up", PATIENCE, || {
+        (texts(restarted) == all).then_some(())
+    });
+
+    // The voter set changes at run time: the member becomes a voter (joint consensus),
+    // then a validator is removed.
+    let body = serde_json::json!({ "action": "add_voter", "node": ids[3] }).to_string();
+    wait_for("the member to become a voter", PATIENCE, || {
+        let (code, _) =
+            http_post(nodes[follower].api_port, "/api/v1/ledger/membership", &body).ok()?;
+        (code == 200).then_some(())
+    });
+    wait_for("four voters everywhere", PATIENCE, || {
+        nodes
+            .iter()
+            .all(|n| {
+                status(n).is_some_and(|s| s["voters"].as_array().is_some_and(|v| v.len() == 4))
+            })
+            .then_some(())
+    });
+    assert_eq!(status(&nodes[3]).unwrap()["role"], "validator");
+    let removed = ids[follower].clone();
+    let body = serde_json::json!({ "action": "remove_voter", "node": removed }).to_string();
+    wait_for("a validator to be removed", PATIENCE, || {
+        let (code, _) = http_post(nodes[3].api_port, "/api/v1/ledger/membership", &body).ok()?;
+        (code == 200).then_some(())
+    });
+    let after = status(&nodes[3]).unwrap();
+    let voters: Vec<&str> = after["voters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(voters.len(), 3);
+    assert!(!voters.contains(&removed.as_str()));
+    assert!(
+        after["learners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| *l == removed.as_str())
+    );
+    assert_eq!(append_eventually(&nodes[follower], "after-change"), 7);
+}
+
+#[test]
+fn a_damaged_ledger_store_is_refused_at_start_and_never_replaced() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let id = keygen(dir.path(), "solo");
+    let mut node =
+        NodeProcess::start_with(dir.path(), "solo", free_port(), &[], &ledger_section(&[id]));
+    assert_eq!(append_eventually(&node, "kept"), 1);
+    node.kill();
+
+    let store = dir.path().join("solo-data").join("ledger.redb");
+    let mut bytes = std::fs::read(&store).expect("store exists");
+    let len = bytes.len();
+    // One flipped byte in every page: whatever pages hold the committed trees, some are
+    // hit.
+    for page in (0..len).step_by(4096) {
+        bytes[(page + 1000).min(len - 1)] ^= 0xA5;
+    }
+    std::fs::write(&store, &bytes).expect("store damaged");
+
+    let out = run(&["node", "--config", node.config.to_str().unwrap()]);
+    assert!(!out.status.success(), "a damaged store must stop the node");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ledger.redb"),
+        "the error names the file: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&store).expect("still there"),
+        bytes,
+        "the file is left as it was"
+    );
+
+    // Truncated: refused too.
+    std::fs::write(&store, &bytes[..len / 3]).expect("store truncated");
+    let out = run(&["node", "--config", node.config.to_str().unwrap()]);
+    assert!(
+        !out.status.success(),
+        "a truncated store must stop the node"
+    );
+}
