@@ -12,7 +12,7 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, RngCore};
 use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
-use x0_actors::{NodeArgs, NodeHandle, NodeSettings};
+use x0_actors::{LedgerStore, NodeArgs, NodeHandle, NodeSettings};
 use x0_protocols::{Identity, NodeId};
 
 use crate::faults::{FaultKind, FaultSpec};
@@ -47,6 +47,11 @@ pub struct Mesh {
     pub network: SimNetwork,
     pub settings: NodeSettings,
     pub recorder: Recorder,
+    /// Each validator's ledger store: redb in memory, kept across the node's crashes as
+    /// its disk would be.
+    pub ledger_stores: Vec<Option<LedgerStore>>,
+    /// Indices of the ledger's validators (empty without a ledger).
+    pub validators: Vec<u32>,
     node_rng: ChaCha8Rng,
 }
 
@@ -58,6 +63,7 @@ impl Mesh {
         node_rng: ChaCha8Rng,
     ) -> Self {
         let ids = identities.iter().map(|i| i.id()).collect();
+        let n = identities.len();
         Mesh {
             nodes: vec![None; identities.len()],
             identities,
@@ -65,6 +71,8 @@ impl Mesh {
             network,
             settings,
             recorder: Recorder::default(),
+            ledger_stores: vec![None; n],
+            validators: Vec::new(),
             node_rng,
         }
     }
@@ -78,7 +86,7 @@ impl Mesh {
             settings: self.settings.clone(),
             seed: self.node_rng.next_u64(),
             observer: self.recorder.observer(index, self.network.clone()),
-            ledger_store: None,
+            ledger_store: self.ledger_stores[i].clone(),
             crypto_seed: {
                 let mut seed = [0u8; 32];
                 self.node_rng.fill_bytes(&mut seed);
@@ -288,6 +296,9 @@ impl Chaos {
         match fault.kind {
             FaultKind::Crash => {
                 let mut up = mesh.up_nodes();
+                if fault.validators == Some(true) {
+                    up.retain(|i| mesh.validators.contains(i));
+                }
                 for _ in 0..fault.nodes.unwrap_or(1) {
                     if up.len() <= 1 {
                         break;

@@ -55,6 +55,8 @@ pub struct FaultSpec {
     pub until: Option<Duration>,
     /// crash: how many nodes.
     pub nodes: Option<usize>,
+    /// crash: pick among the ledger's validators only (to crash leaders often).
+    pub validators: Option<bool>,
     /// link-cut: how many links.
     pub links: Option<usize>,
     /// partition: share of nodes on the smaller side; loss-burst, latency-spike: share of
@@ -112,7 +114,7 @@ impl FaultSpec {
     /// Checks that the fields present are the ones this kind uses, and their values.
     pub fn validate(&self, nodes: usize, run: Duration) -> Result<(), Problem> {
         let allowed: &[&str] = match self.kind {
-            FaultKind::Crash => &["nodes", "restart_after"],
+            FaultKind::Crash => &["nodes", "restart_after", "validators"],
             FaultKind::LinkCut => &["links", "restore_after"],
             FaultKind::Partition => &["fraction", "heal_after"],
             FaultKind::LossBurst => &["fraction", "duration", "loss"],
@@ -120,6 +122,7 @@ impl FaultSpec {
         };
         let present = [
             ("nodes", self.nodes.is_some()),
+            ("validators", self.validators.is_some()),
             ("links", self.links.is_some()),
             ("fraction", self.fraction.is_some()),
             ("restart_after", self.restart_after.is_some()),

@@ -8,6 +8,7 @@
 
 pub mod chaos;
 pub mod faults;
+pub mod ledger_load;
 pub mod linearizability;
 pub mod measure;
 pub mod net;

@@ -29,6 +29,8 @@ pub struct Report {
     pub faults: FaultCounts,
     pub overhead: OverheadReport,
     pub sessions: SessionsReport,
+    /// Present when the run has a ledger.
+    pub ledger: Option<crate::ledger_load::LedgerReport>,
     /// Peak resident memory of the whole process (Linux `VmHWM`); `None` elsewhere.
     pub peak_rss_bytes: Option<u64>,
     pub peak_rss_bytes_per_node: Option<u64>,
@@ -210,6 +212,20 @@ impl fmt::Display for Report {
             "sessions: {}/{} link ends hold a {} session",
             self.sessions.established, self.sessions.expected, self.sessions.suite
         )?;
+        if let Some(l) = &self.ledger {
+            writeln!(
+                f,
+                "ledger: {} validators; {} commits ({} unknown), commit latency p50 {} p99 {}; {} reads; {} leader changes; {}",
+                l.validators,
+                l.commits,
+                l.writes_unknown,
+                ms(l.commit_latency_ms_p50),
+                ms(l.commit_latency_ms_p99),
+                l.reads,
+                l.leader_changes,
+                l.verdict
+            )?;
+        }
         let fd = &self.failure_detection;
         if fd.expected_detections > 0 || fd.false_suspicions > 0 || fd.suspicions > 0 {
             writeln!(

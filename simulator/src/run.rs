@@ -10,6 +10,7 @@ use x0_actors::{NodeHandle, NodeSettings};
 use x0_protocols::{Identity, NodeId};
 
 use crate::chaos::{Chaos, Mesh, REPAIR_WINDOW};
+use crate::ledger_load::{self, LedgerLoad};
 use crate::measure;
 use crate::net::SimNetwork;
 use crate::report::{
@@ -25,6 +26,8 @@ pub enum SimError {
     Runtime(std::io::Error),
     #[error("node {index} failed to start: {message}")]
     NodeStart { index: usize, message: String },
+    #[error("ledger store: {0}")]
+    Ledger(String),
     #[error("node {index} did not answer at the end of the run: {message}")]
     NodeQuery { index: usize, message: String },
 }
@@ -99,13 +102,29 @@ async fn simulate(
         scenario.link.clone(),
         seeds.stream(),
     );
+    // The ledger draws from its own stream, so turning it on or off leaves every other
+    // part of the run as it was.
+    let mut ledger_rng = ChaCha8Rng::seed_from_u64(scenario.seed ^ 0x1ED6_E5EE_D000_0001);
+    let ledger = scenario
+        .ledger_enabled()
+        .then(|| ledger_load::settings(&scenario.ledger, &ids, &mut ledger_rng));
+    x0_actors::ledger::seed_election_rng(ledger_rng.next_u64());
     let settings = NodeSettings {
         discovery: scenario.discovery_config(),
         failure: scenario.failure_config(),
         routing: scenario.routing_config(),
+        ledger: ledger.clone(),
         ..NodeSettings::default()
     };
     let mut mesh = Mesh::new(identities, network.clone(), settings, seeds.stream());
+    if let Some(ledger) = &ledger {
+        for (i, id) in ids.iter().enumerate() {
+            if ledger.validators.contains(id) {
+                mesh.ledger_stores[i] = Some(memory_store()?);
+                mesh.validators.push(i as u32);
+            }
+        }
+    }
     for index in 0..scenario.nodes as u32 {
         mesh.start(index).await?;
     }
@@ -113,12 +132,24 @@ async fn simulate(
 
     let start = tokio::time::Instant::now();
     let mut chaos = Chaos::new(scenario, start, seeds.stream(), seeds.stream());
+    let mut load = ledger
+        .is_some()
+        .then(|| LedgerLoad::new(&scenario.ledger, start, ledger_rng.clone()));
     let total = scenario.duration;
     let mut next_second = Duration::from_secs(1).min(total);
     loop {
-        let due = chaos.next_due().map_or(next_second, |d| d.min(next_second));
+        let due = [
+            chaos.next_due(),
+            load.as_ref().and_then(LedgerLoad::next_due),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(next_second, Duration::min);
         tokio::time::sleep_until(start + due).await;
         chaos.run_due(&mut mesh).await?;
+        if let Some(load) = &mut load {
+            load.run_due(&mesh);
+        }
         if due >= next_second {
             chaos.settle(&mesh);
             progress(Progress {
@@ -212,6 +243,13 @@ async fn simulate(
             .collect(),
         data_bytes: traffic.data_bytes_sent,
     };
+    let ledger = match (load, &ledger) {
+        (Some(load), Some(settings)) => {
+            let validators: Vec<NodeId> = settings.validators.iter().copied().collect();
+            Some(load.finish(&mesh, &validators).await)
+        }
+        _ => None,
+    };
     pump.abort();
     drop(live);
     for index in 0..scenario.nodes as u32 {
@@ -242,9 +280,19 @@ async fn simulate(
         faults: chaos.counts.clone(),
         overhead,
         sessions,
+        ledger,
         peak_rss_bytes: None,
         peak_rss_bytes_per_node: None,
     })
+}
+
+/// A fresh ledger store on redb's in-memory backend: the same storage code as a real
+/// node's, without a disk.
+fn memory_store() -> Result<x0_actors::LedgerStore, SimError> {
+    let db = redb::Database::builder()
+        .create_with_backend(redb::backends::InMemoryBackend::new())
+        .map_err(|e| SimError::Ledger(e.to_string()))?;
+    x0_actors::LedgerStore::open(Arc::new(db)).map_err(|e| SimError::Ledger(e.to_string()))
 }
 
 /// Fills the routing report's traffic figures: delivery between pairs that stayed

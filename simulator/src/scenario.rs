@@ -58,6 +58,44 @@ pub struct Scenario {
     pub faults: Vec<FaultSpec>,
     pub churn: Option<ChurnSpec>,
     pub traffic: Option<TrafficSection>,
+    #[serde(default)]
+    pub ledger: LedgerSection,
+}
+
+/// `[ledger]`: the Raft ledger among validators drawn from the seed, with a workload of
+/// clients appending and reading through random live nodes. On whenever routing is (its
+/// RPCs cross several hops), unless `enabled = false`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerSection {
+    /// `None`: follow `[routing] enabled`.
+    pub enabled: Option<bool>,
+    pub validators: usize,
+    /// Appends per second over the whole mesh.
+    pub writes_per_s: f64,
+    /// Linearizable reads per second over the whole mesh.
+    pub reads_per_s: f64,
+    /// When the workload begins (give routing and the first election time).
+    #[serde(deserialize_with = "duration_from_str")]
+    pub start: Duration,
+    /// A client gives up on an operation after this long (its outcome is then unknown).
+    pub client_timeout_ms: u64,
+    /// Applied entries between Raft snapshots.
+    pub snapshot_every: u64,
+}
+
+impl Default for LedgerSection {
+    fn default() -> Self {
+        LedgerSection {
+            enabled: None,
+            validators: 5,
+            writes_per_s: 5.0,
+            reads_per_s: 5.0,
+            start: Duration::from_secs(15),
+            client_timeout_ms: 5000,
+            snapshot_every: 200,
+        }
+    }
 }
 
 /// `[traffic]`: application messages between random pairs of nodes, to measure delivery.
@@ -303,6 +341,45 @@ impl Scenario {
                 ));
             }
         }
+        let l = &self.ledger;
+        if !(1..=9).contains(&l.validators) {
+            return Err(invalid(
+                "ledger.validators",
+                format!("must be between 1 and 9, got {}", l.validators),
+            ));
+        }
+        for (key, rate) in [
+            ("ledger.writes_per_s", l.writes_per_s),
+            ("ledger.reads_per_s", l.reads_per_s),
+        ] {
+            if !(rate.is_finite() && (0.0..=10_000.0).contains(&rate)) {
+                return Err(invalid(
+                    key,
+                    format!("must be between 0 and 10000, got {rate}"),
+                ));
+            }
+        }
+        if !(100..=600_000).contains(&l.client_timeout_ms) {
+            return Err(invalid(
+                "ledger.client_timeout_ms",
+                format!(
+                    "must be between 100 and 600000, got {}",
+                    l.client_timeout_ms
+                ),
+            ));
+        }
+        if !(10..=10_000_000).contains(&l.snapshot_every) {
+            return Err(invalid(
+                "ledger.snapshot_every",
+                format!("must be between 10 and 10000000, got {}", l.snapshot_every),
+            ));
+        }
+        if l.enabled == Some(true) && !self.routing.enabled {
+            return Err(invalid(
+                "ledger",
+                "needs routing (validators talk across several hops): set [routing] enabled = true (or pass --routing)".into(),
+            ));
+        }
         let needs_routing = self.traffic.is_some();
         if needs_routing && !self.routing.enabled {
             return Err(invalid(
@@ -311,6 +388,11 @@ impl Scenario {
             ));
         }
         Ok(())
+    }
+
+    /// Whether this run has a ledger.
+    pub fn ledger_enabled(&self) -> bool {
+        self.ledger.enabled.unwrap_or(self.routing.enabled) && self.routing.enabled
     }
 
     pub fn routing_config(&self) -> Option<RoutingConfig> {

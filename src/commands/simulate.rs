@@ -36,6 +36,13 @@ pub struct SimulateArgs {
     /// Run the routing actor in every node too (off by default at this stage).
     #[arg(long)]
     routing: bool,
+    /// Validators of the simulated Raft ledger, drawn from the seed (default 5). The
+    /// ledger runs whenever routing does.
+    #[arg(long)]
+    validators: Option<usize>,
+    /// Run without the ledger.
+    #[arg(long)]
+    no_ledger: bool,
     /// Write the full report as JSON here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -112,6 +119,12 @@ fn scenario_from(args: &SimulateArgs) -> Result<Scenario> {
     }
     if args.routing {
         scenario.routing.enabled = true;
+    }
+    if let Some(validators) = args.validators {
+        scenario.ledger.validators = validators;
+    }
+    if args.no_ledger {
+        scenario.ledger.enabled = Some(false);
     }
     scenario.validate(&format!("{origin} (with command-line overrides)"))?;
     Ok(scenario)
