@@ -55,6 +55,7 @@ pub struct StatusBody {
     pub learners: Vec<String>,
     pub joint: bool,
     pub leader_changes: u64,
+    pub snapshots_installed: u64,
 }
 
 impl From<LedgerStatus> for StatusBody {
@@ -75,6 +76,7 @@ impl From<LedgerStatus> for StatusBody {
             learners: ids(s.learners),
             joint: s.joint,
             leader_changes: s.leader_changes,
+            snapshots_installed: s.snapshots_installed,
         }
     }
 }

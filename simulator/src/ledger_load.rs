@@ -47,6 +47,11 @@ pub struct LedgerReport {
     pub leader_changes: u64,
     /// Entries in the record at the end, by a linearizable read.
     pub final_entries: Option<u64>,
+    /// Validators up at the end whose replica holds exactly `final_entries` entries.
+    pub validators_in_sync: usize,
+    /// Snapshots validators installed from a leader (each one a replica that fell
+    /// behind the purged log and was caught up whole).
+    pub snapshots_installed: u64,
     pub linearizable: bool,
     /// The checker's verdict in words (which operations could not be ordered, if any).
     pub verdict: String,
@@ -248,9 +253,11 @@ impl LedgerLoad {
             .cloned()
             .collect();
         let mut leader_changes = 0;
+        let mut snapshots_installed = 0;
         for v in &live_validators {
             if let Ok(status) = v.ledger_status().await {
                 leader_changes = leader_changes.max(status.leader_changes);
+                snapshots_installed += status.snapshots_installed;
             }
         }
         // The closing read: everything acknowledged must be in it.
@@ -270,12 +277,24 @@ impl LedgerLoad {
                 });
             }
         }
+        // Replicas catch up within a few heartbeats of the closing read.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut validators_in_sync = 0;
+        for v in &live_validators {
+            if let Ok(status) = v.ledger_status().await
+                && Some(status.entries) == final_entries
+            {
+                validators_in_sync += 1;
+            }
+        }
         let history = std::mem::take(&mut *lock(&self.history));
         let mut latencies = Vec::new();
         let mut report = LedgerReport {
             validators: validators.len(),
             leader_changes,
             final_entries,
+            validators_in_sync,
+            snapshots_installed,
             reads_failed: *lock(&self.reads_failed),
             ..LedgerReport::default()
         };

@@ -62,3 +62,27 @@ fn a_ledger_run_replays_exactly_from_its_seed() {
     assert_eq!(a.ledger, b.ledger);
     assert_eq!(a.without_machine_figures(), b.without_machine_figures());
 }
+
+#[test]
+fn a_replica_down_through_many_snapshots_is_caught_up_by_one() {
+    let mut scenario = Scenario::from_toml_str(SCENARIO, "ledger-faults.toml").unwrap();
+    scenario.seed = 5;
+    scenario.duration = std::time::Duration::from_secs(45);
+    // One validator is away from 10 s to 35 s while ~250 entries commit; with a snapshot
+    // every 50, the log it would need is purged long before it returns.
+    scenario.faults = toml::from_str::<Faults>(
+        "[[faults]]\nkind = \"crash\"\nvalidators = true\nat = \"10s\"\nrestart_after = \"25s\"\n",
+    )
+    .unwrap()
+    .faults;
+    let report = run(&scenario, |_| {}).expect("simulation runs");
+    let ledger = report.ledger.as_ref().expect("the run has a ledger");
+    assert!(ledger.linearizable, "{}", ledger.verdict);
+    assert!(ledger.snapshots_installed >= 1, "{report}\n{ledger:?}");
+    assert_eq!(ledger.validators_in_sync, 5, "{ledger:?}");
+}
+
+#[derive(serde::Deserialize)]
+struct Faults {
+    faults: Vec<x0_simulator::faults::FaultSpec>,
+}

@@ -146,6 +146,8 @@ pub struct LedgerStatus {
     pub joint: bool,
     /// Times this node saw the leader change.
     pub leader_changes: u64,
+    /// Snapshots this node installed from a leader since it started.
+    pub snapshots_installed: u64,
 }
 
 /// Entries read from the record.
@@ -753,6 +755,7 @@ fn status(raft: &Raft, view: &StateView, leader_changes: u64) -> LedgerStatus {
         last_log_index: metrics.last_log_index.unwrap_or(0),
         snapshot_index: metrics.snapshot.map(|l| l.index),
         entries: view.read(|m| m.state.len()),
+        snapshots_installed: view.read(|m| m.snapshots_installed),
         voters: voters.into_iter().collect(),
         learners,
         joint: membership.get_joint_config().len() > 1,

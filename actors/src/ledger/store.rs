@@ -166,6 +166,7 @@ impl LedgerStore {
                 })?,
                 last_applied: s.meta.last_log_id,
                 membership: s.meta.last_membership.clone(),
+                snapshots_installed: 0,
             },
             None => Machine::default(),
         };
@@ -374,6 +375,9 @@ pub struct Machine {
     pub state: LedgerState,
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
+    /// Snapshots received from a leader since start (a replica too far behind for the
+    /// log to catch it up).
+    pub snapshots_installed: u64,
 }
 
 /// A read-only window on the applied state, for reads that need not go through Raft.
@@ -508,6 +512,7 @@ impl RaftStateMachine<LedgerRaftConfig> for StateMachine {
             m.state = state;
             m.last_applied = meta.last_log_id;
             m.membership = meta.last_membership.clone();
+            m.snapshots_installed += 1;
         });
         Ok(())
     }
