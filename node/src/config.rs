@@ -131,6 +131,7 @@ struct FileLedger {
     election_timeout_min_ms: Option<u64>,
     election_timeout_max_ms: Option<u64>,
     snapshot_every: Option<u64>,
+    max_payload_entries: Option<u64>,
     rpc_timeout_ms: Option<u64>,
     client_timeout_ms: Option<u64>,
 }
@@ -386,6 +387,9 @@ impl NodeConfig {
                     .election_timeout_max_ms
                     .unwrap_or(defaults.election_timeout_max_ms),
                 snapshot_every: l.snapshot_every.unwrap_or(defaults.snapshot_every),
+                max_payload_entries: l
+                    .max_payload_entries
+                    .unwrap_or(defaults.max_payload_entries),
                 rpc_timeout_ms: l.rpc_timeout_ms.unwrap_or(defaults.rpc_timeout_ms),
                 client_timeout_ms: l.client_timeout_ms.unwrap_or(defaults.client_timeout_ms),
             });
@@ -592,6 +596,14 @@ fn validate_ledger(origin: &str, l: &x0_actors::LedgerSettings) -> Result<(), Co
         l.snapshot_every,
         10,
         10_000_000,
+    )?;
+    // Entries of up to 2 KB each must fit one routed message (256 KB).
+    in_range(
+        origin,
+        "ledger.max_payload_entries",
+        l.max_payload_entries,
+        1,
+        100,
     )?;
     in_range(
         origin,

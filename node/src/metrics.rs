@@ -57,6 +57,32 @@ fn describe() {
         "Changes of a selected route."
     );
     describe_gauge!("x0_routing_routes", "Destinations with a selected route.");
+    describe_counter!(
+        "x0_ledger_commits_total",
+        "Ledger writes this node committed as leader."
+    );
+    metrics::describe_histogram!(
+        "x0_ledger_commit_seconds",
+        metrics::Unit::Seconds,
+        "Time from a write reaching the leader to its commit."
+    );
+    describe_counter!(
+        "x0_ledger_leader_changes_total",
+        "Times this node saw the ledger's leader change."
+    );
+    describe_gauge!("x0_ledger_term", "Raft term of this node.");
+    describe_gauge!(
+        "x0_ledger_applied_index",
+        "Highest log index applied to this node's ledger."
+    );
+    describe_counter!(
+        "x0_ledger_rpc_sent_total",
+        "Ledger RPCs this node sent over the mesh, by RPC."
+    );
+    describe_counter!(
+        "x0_ledger_rpc_rejected_total",
+        "Ledger messages refused, by reason."
+    );
     describe_gauge!(
         "x0_network_connected_peers",
         "Peers with an open libp2p connection."

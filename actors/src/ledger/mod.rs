@@ -51,6 +51,9 @@ pub struct LedgerSettings {
     pub election_timeout_max_ms: u64,
     /// Applied entries between snapshots; the log before a snapshot is purged.
     pub snapshot_every: u64,
+    /// Most entries one replication message carries (1 turns batching off). Entries
+    /// ride in one routed message, which has a size limit.
+    pub max_payload_entries: u64,
     /// Longest wait for one Raft RPC across the mesh.
     pub rpc_timeout_ms: u64,
     /// Longest a client's write or read may take, retries through leader changes
@@ -68,6 +71,7 @@ impl Default for LedgerSettings {
             election_timeout_min_ms: 500,
             election_timeout_max_ms: 1000,
             snapshot_every: 5000,
+            max_payload_entries: 64,
             rpc_timeout_ms: 1000,
             client_timeout_ms: 10_000,
         }
@@ -88,8 +92,7 @@ impl LedgerSettings {
             election_timeout_max: self.election_timeout_max_ms,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.snapshot_every.min(1000),
-            // Entries ride in one routed message, which has a size limit.
-            max_payload_entries: 64,
+            max_payload_entries: self.max_payload_entries,
             snapshot_max_chunk_size: 64 * 1024,
             install_snapshot_timeout: self.rpc_timeout_ms,
             ..Config::default()
@@ -627,6 +630,7 @@ async fn serve(
     let (Some(raft), Some(view)) = (raft, view) else {
         return Response::NotLeader { leader: None };
     };
+    let started = tokio::time::Instant::now();
     match request {
         Request::AppendEntries(rpc) => match raft.append_entries(rpc).await {
             Ok(r) => Response::AppendEntries(r),
@@ -643,6 +647,8 @@ async fn serve(
         Request::Write(command) => match raft.client_write(command).await {
             Ok(r) => {
                 metrics::counter!("x0_ledger_commits_total").increment(1);
+                metrics::histogram!("x0_ledger_commit_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 Response::Written(r.data)
             }
             Err(e) => write_error(e),

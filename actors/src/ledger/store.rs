@@ -527,3 +527,77 @@ impl RaftStateMachine<LedgerRaftConfig> for StateMachine {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use openraft::{CommittedLeaderId, Vote as RaftVote};
+    use redb::backends::InMemoryBackend;
+    use x0_protocols::NodeId;
+
+    fn memory_db() -> Arc<Database> {
+        Arc::new(
+            Database::builder()
+                .create_with_backend(InMemoryBackend::new())
+                .unwrap(),
+        )
+    }
+
+    fn put(db: &Database, table: TableDefinition<&str, &[u8]>, key: &str, value: &[u8]) {
+        let txn = db.begin_write().unwrap();
+        txn.open_table(table).unwrap().insert(key, value).unwrap();
+        txn.commit().unwrap();
+    }
+
+    #[tokio::test]
+    async fn vote_and_commit_point_survive_reopening() {
+        let db = memory_db();
+        let store = LedgerStore::open(db.clone()).unwrap();
+        let mut log = store.log_store();
+        let vote = RaftVote::new(3, NodeId([1; 32]));
+        log.save_vote(&vote).await.unwrap();
+        let committed = LogId::new(CommittedLeaderId::new(3, NodeId([1; 32])), 7);
+        log.save_committed(Some(committed)).await.unwrap();
+        drop(log);
+        let mut reopened = LedgerStore::open(db).unwrap().log_store();
+        assert_eq!(reopened.read_vote().await.unwrap(), Some(vote));
+        assert_eq!(reopened.read_committed().await.unwrap(), Some(committed));
+    }
+
+    #[test]
+    fn a_database_of_something_else_is_refused() {
+        let db = memory_db();
+        put(&db, META, "vote", b"not ours");
+        assert!(matches!(LedgerStore::open(db), Err(StoreError::Unmarked)));
+
+        let db = memory_db();
+        put(&db, META, FORMAT_KEY, b"someone-else/9");
+        assert!(matches!(
+            LedgerStore::open(db),
+            Err(StoreError::WrongFormat { .. })
+        ));
+    }
+
+    #[test]
+    fn undecodable_records_are_refused_with_what_is_wrong() {
+        let db = memory_db();
+        LedgerStore::open(db.clone()).unwrap();
+        put(&db, META, VOTE_KEY, &[0xff; 3]);
+        match LedgerStore::open(db) {
+            Err(StoreError::Corrupt { what, .. }) => assert!(what.contains("vote"), "{what}"),
+            other => panic!("expected a corrupt vote, got {:?}", other.err()),
+        }
+
+        let db = memory_db();
+        LedgerStore::open(db.clone()).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(LOG).unwrap().insert(5, [1u8, 2, 3].as_slice()).unwrap();
+        txn.commit().unwrap();
+        match LedgerStore::open(db) {
+            Err(StoreError::Corrupt { what, .. }) => assert_eq!(what, "log entry 5"),
+            other => panic!("expected a corrupt entry, got {:?}", other.err()),
+        }
+    }
+}
