@@ -34,6 +34,8 @@ enum Command {
     Inbox(commands::inbox::InboxArgs),
     /// Create a node identity (Ed25519 + ML-KEM-768) in a directory.
     Keygen(commands::keygen::KeygenArgs),
+    /// Read and write a running node's Raft ledger: status, append, entries, members.
+    Ledger(commands::ledger::LedgerArgs),
 }
 
 fn main() -> Result<()> {
@@ -61,5 +63,6 @@ fn main() -> Result<()> {
         Command::Routes(args) => commands::routes::run(args),
         Command::Send(args) => commands::send::run(args),
         Command::Inbox(args) => commands::inbox::run(args),
+        Command::Ledger(args) => commands::ledger::run(args),
     }
 }

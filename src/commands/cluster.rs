@@ -2,11 +2,11 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use x0tta6bl4::cluster::ClusterFile;
+use x0tta6bl4::cluster::{ClusterFile, ClusterMember, validator_ids};
 
 #[derive(Debug, Args)]
 pub struct ClusterArgs {
@@ -15,22 +15,44 @@ pub struct ClusterArgs {
     config: PathBuf,
 }
 
+/// One node process of the cluster.
+struct Started {
+    name: String,
+    child: Child,
+    /// How to start it again by hand, for the operator who killed it.
+    command_line: String,
+    /// Set once the process has been reaped: its pid may then name another process.
+    exited: Option<ExitStatus>,
+}
+
 pub fn run(args: ClusterArgs) -> Result<()> {
-    let nodes = ClusterFile::load(&args.config)?;
+    let members = ClusterFile::load(&args.config)?;
+    let validators = ledger_validators(&members)?;
     let exe = std::env::current_exe().context("finding the x0tta6bl4 executable")?;
-    let mut children: Vec<(String, Child)> = Vec::new();
-    for (name, config) in &nodes {
+    let mut children: Vec<Started> = Vec::new();
+    for member in &members {
+        let mut node_args = vec![
+            "node".to_string(),
+            "--config".to_string(),
+            member.path.display().to_string(),
+        ];
+        if let Some(ids) = &validators {
+            node_args.extend(["--validators".to_string(), ids.clone()]);
+        }
         let mut child = Command::new(&exe)
-            .arg("node")
-            .arg("--config")
-            .arg(config)
+            .args(&node_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .with_context(|| format!("starting {name}"))?;
-        prefix_output(name, child.stdout.take());
-        prefix_output(name, child.stderr.take());
-        children.push((name.clone(), child));
+            .with_context(|| format!("starting {}", member.name))?;
+        prefix_output(&member.name, child.stdout.take());
+        prefix_output(&member.name, child.stderr.take());
+        children.push(Started {
+            name: member.name.clone(),
+            child,
+            command_line: format!("{} {}", exe.display(), node_args.join(" ")),
+            exited: None,
+        });
     }
     eprintln!(
         "cluster: {} nodes started; Ctrl-C stops them all",
@@ -48,24 +70,87 @@ pub fn run(args: ClusterArgs) -> Result<()> {
                 _ = tokio::signal::ctrl_c() => break,
                 Some(_) = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => break,
                 _ = ticker.tick() => {
-                    for (name, child) in &mut children {
-                        if let Ok(Some(status)) = child.try_wait() {
-                            eprintln!("cluster: {name} exited ({status}); stopping the others");
-                            return;
-                        }
+                    if !watch(&mut children) {
+                        return;
                     }
                 }
             }
         }
     });
-    for (name, child) in &mut children {
-        terminate(child);
-        let status = child
-            .wait()
-            .with_context(|| format!("waiting for {name}"))?;
-        eprintln!("cluster: {name} stopped ({status})");
+    for started in &mut children {
+        let status = match started.exited {
+            Some(status) => status,
+            None => {
+                terminate(&mut started.child);
+                started
+                    .child
+                    .wait()
+                    .with_context(|| format!("waiting for {}", started.name))?
+            }
+        };
+        eprintln!("cluster: {} stopped ({status})", started.name);
     }
     Ok(())
+}
+
+/// Reaps the nodes that exited; false when the cluster should stop.
+///
+/// A node that fails on its own (a non-zero exit: a bad config, a port in use, a damaged
+/// store) stops the whole cluster, so a half-started cluster is not mistaken for a whole
+/// one. A node stopped by a signal or shut down cleanly was stopped on purpose, most
+/// likely to watch the others heal (a new ledger leader, new routes), so they keep
+/// running.
+fn watch(children: &mut [Started]) -> bool {
+    for started in children.iter_mut().filter(|s| s.exited.is_none()) {
+        let Ok(Some(status)) = started.child.try_wait() else {
+            continue;
+        };
+        started.exited = Some(status);
+        if status.code().is_some_and(|code| code != 0) {
+            eprintln!(
+                "cluster: {} failed ({status}); stopping the others",
+                started.name
+            );
+            return false;
+        }
+        eprintln!(
+            "cluster: {} stopped ({status}); the others keep running. To start it again:\n  {}",
+            started.name, started.command_line
+        );
+    }
+    children.iter().any(|s| s.exited.is_none())
+}
+
+/// The `--validators` value every node gets when the file marks any node `validator =
+/// true`: each node's identity is made (or read) first, since a validator is named by
+/// its id and every node must be given the same set. Each node's config is checked with
+/// the set before any node starts.
+fn ledger_validators(members: &[ClusterMember]) -> Result<Option<String>> {
+    if !members.iter().any(|m| m.validator) {
+        return Ok(None);
+    }
+    let ids = validator_ids(members)?;
+    for member in members {
+        let mut config = member.config.clone();
+        super::node::apply_validators(
+            &mut config,
+            ids.iter().copied().collect(),
+            &member.path.display().to_string(),
+        )?;
+    }
+    let names: Vec<String> = members
+        .iter()
+        .filter(|m| m.validator)
+        .zip(&ids)
+        .map(|(m, id)| format!("{} ({id})", m.name))
+        .collect();
+    eprintln!("cluster: ledger validators: {}", names.join(", "));
+    Ok(Some(
+        ids.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    ))
 }
 
 /// Asks a child to shut down gracefully (SIGTERM), as an operator's `kill` would.

@@ -3,6 +3,7 @@
 pub mod cluster;
 pub mod inbox;
 pub mod keygen;
+pub mod ledger;
 pub mod node;
 pub mod peers;
 pub mod routes;
@@ -12,7 +13,7 @@ pub mod table;
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::Value;
 
 /// GETs `url` from a node's HTTP API and parses the JSON body, with errors that say
@@ -32,23 +33,120 @@ pub fn request_json(url: &str, body: Option<&Value>, timeout: Duration) -> Resul
         .enable_all()
         .build()
         .context("starting the HTTP client runtime")?;
-    runtime.block_on(async {
-        let client = reqwest::Client::new();
-        let request = match body {
-            Some(body) => client.post(url).json(body),
-            None => client.get(url),
-        };
-        let response = request.timeout(timeout).send().await.with_context(|| {
-            format!("cannot reach {url} (is the node running, and is --api right?)")
-        })?;
-        let status = response.status();
-        let body = response
-            .text()
-            .await
-            .with_context(|| format!("reading the answer from {url}"))?;
-        if !status.is_success() {
-            bail!("{url} answered {status}: {}", body.trim());
+    Ok(runtime.block_on(call(url, body, timeout))?)
+}
+
+/// Why a request to a node's API failed, split so that a caller can tell a failure worth
+/// retrying (unreachable, timed out, 503) from a refusal.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No connection, or it broke: nothing listens there, or the node went down.
+    #[error("cannot reach {url} (is the node running, and is --api right?)")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// Connected, but the answer took longer than the timeout.
+    #[error("no answer from {url} within {:.1} s", timeout.as_secs_f64())]
+    Timeout { url: String, timeout: Duration },
+    /// An answer that is not a success; `message` is the API's `{"error": ...}` text when
+    /// it sent one.
+    #[error("{url} answered {status}: {message}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+        message: String,
+    },
+    #[error("{url} did not answer JSON: {reason}")]
+    NotJson { url: String, reason: String },
+}
+
+impl ApiError {
+    /// Whether the same request may succeed later: the node is down or restarting, or
+    /// its ledger has no leader yet.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            // A URL that cannot even be built will not get better.
+            ApiError::Unreachable { source, .. } => !source.is_builder(),
+            ApiError::Timeout { .. } => true,
+            ApiError::Status { status, .. } => *status == reqwest::StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotJson { .. } => false,
         }
-        serde_json::from_str(&body).with_context(|| format!("{url} did not answer JSON"))
+    }
+}
+
+/// One request on an existing runtime; see [`request_json`].
+pub async fn call(url: &str, body: Option<&Value>, timeout: Duration) -> Result<Value, ApiError> {
+    let client = reqwest::Client::new();
+    let request = match body {
+        Some(body) => client.post(url).json(body),
+        None => client.get(url),
+    };
+    let unreachable = |source: reqwest::Error| {
+        if source.is_timeout() {
+            ApiError::Timeout {
+                url: url.to_string(),
+                timeout,
+            }
+        } else {
+            ApiError::Unreachable {
+                url: url.to_string(),
+                source,
+            }
+        }
+    };
+    let response = request.timeout(timeout).send().await.map_err(unreachable)?;
+    let status = response.status();
+    let text = response.text().await.map_err(unreachable)?;
+    if !status.is_success() {
+        return Err(ApiError::Status {
+            url: url.to_string(),
+            status,
+            message: error_message(&text),
+        });
+    }
+    serde_json::from_str(&text).map_err(|e| ApiError::NotJson {
+        url: url.to_string(),
+        reason: e.to_string(),
     })
+}
+
+/// The `error` field of an API error body, or the body itself when it has none.
+fn error_message(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(String::from))
+        .unwrap_or_else(|| body.trim().to_string())
+}
+
+/// The base URL of a node's API given as `host:port` or as a URL, without a trailing `/`.
+pub fn api_base(api: &str) -> String {
+    let api = api.trim().trim_end_matches('/');
+    if api.contains("://") {
+        api.to_string()
+    } else {
+        format!("http://{api}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_takes_host_port_or_a_url() {
+        assert_eq!(api_base("127.0.0.1:8081"), "http://127.0.0.1:8081");
+        assert_eq!(api_base("http://127.0.0.1:8081/"), "http://127.0.0.1:8081");
+        assert_eq!(
+            api_base("https://node.example:443"),
+            "https://node.example:443"
+        );
+    }
+
+    #[test]
+    fn the_error_field_is_the_message() {
+        assert_eq!(error_message(r#"{"error":"no leader"}"#), "no leader");
+        assert_eq!(error_message(" plain text \n"), "plain text");
+    }
 }
