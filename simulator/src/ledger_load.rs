@@ -69,6 +69,9 @@ pub fn settings(section: &LedgerSection, ids: &[NodeId], rng: &mut ChaCha8Rng) -
         validators,
         replica: false,
         snapshot_every: section.snapshot_every,
+        heartbeat_ms: section.heartbeat_ms,
+        election_timeout_min_ms: section.election_timeout_min_ms,
+        election_timeout_max_ms: section.election_timeout_max_ms,
         client_timeout_ms: section.client_timeout_ms,
         ..LedgerSettings::default()
     }

@@ -82,6 +82,11 @@ pub struct LedgerSection {
     pub client_timeout_ms: u64,
     /// Applied entries between Raft snapshots.
     pub snapshot_every: u64,
+    /// Raft heartbeat, which is also openraft's AppendEntries timeout: it must exceed
+    /// the multi-hop round trip between validators (a few hundred ms in a big mesh).
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
 }
 
 impl Default for LedgerSection {
@@ -94,6 +99,9 @@ impl Default for LedgerSection {
             start: Duration::from_secs(15),
             client_timeout_ms: 5000,
             snapshot_every: 200,
+            heartbeat_ms: 500,
+            election_timeout_min_ms: 1500,
+            election_timeout_max_ms: 3000,
         }
     }
 }
@@ -372,6 +380,18 @@ impl Scenario {
             return Err(invalid(
                 "ledger.snapshot_every",
                 format!("must be between 10 and 10000000, got {}", l.snapshot_every),
+            ));
+        }
+        if !(10..=10_000).contains(&l.heartbeat_ms)
+            || l.election_timeout_min_ms <= l.heartbeat_ms
+            || l.election_timeout_max_ms <= l.election_timeout_min_ms
+        {
+            return Err(invalid(
+                "ledger.heartbeat_ms",
+                format!(
+                    "need 10 <= heartbeat_ms ({}) < election_timeout_min_ms ({}) < election_timeout_max_ms ({})",
+                    l.heartbeat_ms, l.election_timeout_min_ms, l.election_timeout_max_ms
+                ),
             ));
         }
         if l.enabled == Some(true) && !self.routing.enabled {

@@ -29,6 +29,8 @@ enum LedgerCommand {
     Entries(EntriesArgs),
     /// Change the voter set: add a learner, promote it to voter, or remove a voter.
     Members(MembersArgs),
+    /// Measure committed entries per second and commit latency with concurrent clients.
+    Bench(super::ledger_bench::BenchArgs),
 }
 
 /// The node to ask.
@@ -172,6 +174,10 @@ pub fn run(args: LedgerArgs) -> Result<()> {
             LedgerCommand::Append(args) => append(args).await,
             LedgerCommand::Entries(args) => entries(args).await,
             LedgerCommand::Members(args) => members(args).await,
+            // The benchmark's clients get a runtime of their own, on every core.
+            LedgerCommand::Bench(bench) => {
+                tokio::task::spawn_blocking(move || super::ledger_bench::run(bench)).await?
+            }
         }
     })
 }

@@ -4,6 +4,7 @@ pub mod cluster;
 pub mod inbox;
 pub mod keygen;
 pub mod ledger;
+pub mod ledger_bench;
 pub mod node;
 pub mod peers;
 pub mod routes;

@@ -46,6 +46,8 @@ pub struct LedgerSettings {
     /// Run Raft even when named in neither set, so the node can be added at run time.
     /// Plain members that never will be leave it off and only forward.
     pub replica: bool,
+    /// Also openraft's timeout for one AppendEntries round trip, so it must exceed the
+    /// round trip between validators, which on a mesh crosses several hops.
     pub heartbeat_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
@@ -67,9 +69,9 @@ impl Default for LedgerSettings {
             validators: BTreeSet::new(),
             learners: BTreeSet::new(),
             replica: true,
-            heartbeat_ms: 100,
-            election_timeout_min_ms: 500,
-            election_timeout_max_ms: 1000,
+            heartbeat_ms: 300,
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 2000,
             snapshot_every: 5000,
             max_payload_entries: 64,
             rpc_timeout_ms: 1000,

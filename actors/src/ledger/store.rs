@@ -593,7 +593,10 @@ mod tests {
         let db = memory_db();
         LedgerStore::open(db.clone()).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(LOG).unwrap().insert(5, [1u8, 2, 3].as_slice()).unwrap();
+        txn.open_table(LOG)
+            .unwrap()
+            .insert(5, [1u8, 2, 3].as_slice())
+            .unwrap();
         txn.commit().unwrap();
         match LedgerStore::open(db) {
             Err(StoreError::Corrupt { what, .. }) => assert_eq!(what, "log entry 5"),
