@@ -238,8 +238,14 @@ impl LogStore {
         read_value(&meta, key).map_err(io_read)
     }
 
-    fn put_meta<T: Serialize>(&self, key: &str, value: &T) -> Result<(), StorageError> {
-        let txn = self.db.begin_write().map_err(io_write)?;
+    fn put_meta<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        durability: redb::Durability,
+    ) -> Result<(), StorageError> {
+        let mut txn = self.db.begin_write().map_err(io_write)?;
+        txn.set_durability(durability).map_err(io_write)?;
         {
             let mut meta = txn.open_table(META).map_err(io_write)?;
             meta.insert(key, encode(value).as_slice())
@@ -300,7 +306,7 @@ impl RaftLogStorage<LedgerRaftConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.put_meta(VOTE_KEY, vote)
+        self.put_meta(VOTE_KEY, vote, redb::Durability::Immediate)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -308,7 +314,10 @@ impl RaftLogStorage<LedgerRaftConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.put_meta(COMMITTED_KEY, &committed)
+        // Not flushed on its own: a commit point lost in a crash is only older, which is
+        // safe (it is re-learned from the leader), and this saves an fsync per round.
+        // The next durable write (a log append or a vote) carries it to disk.
+        self.put_meta(COMMITTED_KEY, &committed, redb::Durability::None)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
