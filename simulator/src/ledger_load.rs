@@ -27,6 +27,8 @@ use crate::scenario::LedgerSection;
 /// Largest read the workload makes; a read that fills it is not the whole tail and is
 /// left out of the history.
 const READ_LIMIT: u32 = 100_000;
+/// Tries of the closing read, a second apart plus the client timeout each.
+const CLOSING_READ_ATTEMPTS: usize = 10;
 /// Reads start this far behind the last acknowledged position, to see recent appends.
 const READ_TAIL: u64 = 16;
 
@@ -263,9 +265,14 @@ impl LedgerLoad {
                 snapshots_installed += status.snapshots_installed;
             }
         }
-        // The closing read: everything acknowledged must be in it.
+        // The closing read: everything acknowledged must be in it. A fault near the end
+        // may leave the ledger mid-election, so it is retried for a while: the point is
+        // what the ledger holds once it recovers.
         let mut final_entries = None;
-        if let Some(node) = live_validators.first() {
+        for attempt in 0..CLOSING_READ_ATTEMPTS {
+            let Some(node) = live_validators.get(attempt % live_validators.len().max(1)) else {
+                break;
+            };
             let call = since(self.start);
             if let Ok(read) = node.ledger_read(1, READ_LIMIT, true).await {
                 final_entries = Some(read.total);
@@ -278,7 +285,9 @@ impl LedgerLoad {
                         values: read.records.iter().filter_map(value_of).collect(),
                     },
                 });
+                break;
             }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
         // Replicas catch up within a few heartbeats of the closing read.
         tokio::time::sleep(Duration::from_secs(2)).await;
