@@ -86,5 +86,17 @@ fn messages_cross_several_hops_and_route_around_a_killed_relay() {
         status["forwarding"]["relayed"].as_u64().unwrap_or(0) >= 1,
         "{status}"
     );
+
+    // Sealed end to end over the same three hops: node 4's inbox shows it as arrived
+    // encrypted (tests/e2e_tap in the simulator checks that no relay saw the text).
+    let body =
+        serde_json::json!({ "to": id4, "text": "sealed hello", "encrypt": true }).to_string();
+    let (code, answer) = http_post(n1.api_port, "/api/v1/messages", &body).expect("sealed send");
+    assert_eq!(code, 202, "{answer}");
+    let sealed = wait_for("the sealed message at node 4", PATIENCE, || {
+        received(&n4, "sealed hello")
+    });
+    assert_eq!(sealed["encrypted"], true, "{sealed}");
+    assert_eq!(sealed["from"], n1.id().as_str());
     drop((n3, n4));
 }

@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod discovery;
+pub mod e2e;
 pub mod ledger;
 pub mod observer;
 pub mod port;
@@ -48,6 +49,8 @@ pub enum ActorError {
 
 /// How long a query to a running node's actors may take before we call it hung.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a sealed send may wait, key exchange included (the actor gives up first).
+const SEALED_SEND_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest wait on a ledger request: past any client timeout the ledger is configured
 /// with, so the ledger's own error arrives first.
 const LEDGER_QUERY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -116,6 +119,33 @@ impl NodeHandle {
             })
             .await?;
         Ok(result?)
+    }
+
+    /// Sends `plaintext` sealed to `destination`'s end-to-end keys (fetched from it over
+    /// the mesh the first time), so relays carry it but cannot read or alter it. Returns
+    /// once the sealed message is on its way.
+    pub async fn send_sealed(
+        &self,
+        destination: NodeId,
+        plaintext: Vec<u8>,
+    ) -> Result<(), ActorError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self
+            .supervisor
+            .cast(NodeMsg::SendSealed {
+                destination,
+                plaintext,
+                reply: Some(tx.into()),
+            })
+            .is_err()
+        {
+            return Err(ActorError::Down);
+        }
+        match tokio::time::timeout(SEALED_SEND_TIMEOUT, rx).await {
+            Ok(Ok(result)) => Ok(result?),
+            Ok(Err(_)) => Err(ActorError::Down),
+            Err(_) => Err(ActorError::Timeout(SEALED_SEND_TIMEOUT)),
+        }
     }
 
     /// Like [`NodeHandle::send`] without waiting for the answer: for traffic generators

@@ -56,6 +56,10 @@ pub enum SendError {
     TooLarge(usize),
     #[error("routing is disabled on this node")]
     RoutingDisabled,
+    #[error("{0} did not send its end-to-end keys in time (unreachable?)")]
+    NoKeys(NodeId),
+    #[error("could not seal the message: {0}")]
+    Seal(String),
 }
 
 /// What this node's forwarding did since its routing actor started.
@@ -284,7 +288,7 @@ impl RoutingState {
                     metrics::counter!("x0_forwarding_delivered_total").increment(1);
                     match delivered.service {
                         Service::App => self.args.observer.delivered(delivered),
-                        Service::Ledger => {
+                        Service::Ledger | Service::E2e => {
                             let _ = self.args.supervisor.cast(NodeMsg::Service(delivered));
                         }
                     }

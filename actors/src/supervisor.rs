@@ -15,6 +15,7 @@ use x0_protocols::{Envelope, Identity, Kind, NodeId};
 
 use crate::clock::NodeClock;
 use crate::discovery::{DiscoveryActor, DiscoveryArgs, DiscoveryMsg, LinkEvent, NeighborInfo};
+use crate::e2e::{E2eActor, E2eArgs, E2eMsg};
 use crate::ledger::{LedgerActor, LedgerArgs, LedgerMsg, LedgerSettings, LedgerStore};
 use crate::observer::NodeObserver;
 use crate::port::{Inbound, NetworkPort};
@@ -85,6 +86,7 @@ pub enum Subsystem {
     Routing,
     Sessions,
     Ledger,
+    E2e,
 }
 
 impl Subsystem {
@@ -94,6 +96,7 @@ impl Subsystem {
             Subsystem::Routing => "routing",
             Subsystem::Sessions => "sessions",
             Subsystem::Ledger => "ledger",
+            Subsystem::E2e => "e2e",
         }
     }
 }
@@ -129,6 +132,12 @@ pub enum NodeMsg {
     },
     /// From routing: a message for one of the node's own subsystems arrived.
     Service(Delivered),
+    /// Send a message sealed end to end (see [`crate::e2e`]).
+    SendSealed {
+        destination: NodeId,
+        plaintext: Vec<u8>,
+        reply: Option<RpcReplyPort<Result<(), SendError>>>,
+    },
     /// For the ledger actor (client requests from the node's owner).
     Ledger(Box<LedgerMsg>),
     /// From routing: this neighbor stopped acknowledging relays.
@@ -145,6 +154,7 @@ pub struct NodeState {
     routing: Option<ActorRef<RoutingMsg>>,
     sessions: ActorRef<SessionMsg>,
     ledger: Option<ActorRef<LedgerMsg>>,
+    e2e: ActorRef<E2eMsg>,
     /// Link peers whose envelope signature has been checked since their link came up.
     verified_links: BTreeSet<NodeId>,
     /// Strangers to a closed mesh already refused (and logged) once.
@@ -235,6 +245,27 @@ impl NodeSupervisor {
         Ok(Some(actor))
     }
 
+    async fn spawn_e2e(
+        myself: &ActorRef<NodeMsg>,
+        args: &NodeArgs,
+        incarnation: u64,
+    ) -> Result<ActorRef<E2eMsg>, ActorProcessingErr> {
+        let mut rng_seed = args.crypto_seed;
+        // Its own stream, distinct from the sessions' and from earlier incarnations.
+        rng_seed[31] ^= 0xE2;
+        for (i, b) in incarnation.to_le_bytes().iter().enumerate() {
+            rng_seed[8 + i] ^= b;
+        }
+        let e2e_args = E2eArgs {
+            identity: args.identity.clone(),
+            supervisor: myself.clone(),
+            observer: args.observer.clone(),
+            rng_seed,
+        };
+        let (actor, _) = Actor::spawn_linked(None, E2eActor, e2e_args, myself.get_cell()).await?;
+        Ok(actor)
+    }
+
     async fn spawn_ledger(
         myself: &ActorRef<NodeMsg>,
         args: &NodeArgs,
@@ -273,6 +304,7 @@ impl Actor for NodeSupervisor {
         let routing = Self::spawn_routing(&myself, &args, clock, Vec::new(), 0).await?;
         let sessions = Self::spawn_sessions(&myself, &args, clock, 0).await?;
         let ledger = Self::spawn_ledger(&myself, &args, 0).await?;
+        let e2e = Self::spawn_e2e(&myself, &args, 0).await?;
         Ok(NodeState {
             args,
             clock,
@@ -281,6 +313,7 @@ impl Actor for NodeSupervisor {
             routing,
             sessions,
             ledger,
+            e2e,
             verified_links: BTreeSet::new(),
             refused: BTreeSet::new(),
             restarts: 0,
@@ -383,6 +416,20 @@ impl Actor for NodeSupervisor {
                     }
                 }
             },
+            NodeMsg::SendSealed {
+                destination,
+                plaintext,
+                reply,
+            } => {
+                let _ = state.e2e.cast(E2eMsg::Send {
+                    destination,
+                    plaintext,
+                    reply,
+                });
+            }
+            NodeMsg::Service(delivered) if delivered.service == Service::E2e => {
+                let _ = state.e2e.cast(E2eMsg::Inbound(delivered));
+            }
             NodeMsg::Service(delivered) => match (delivered.service, &state.ledger) {
                 (Service::Ledger, Some(ledger)) => {
                     let _ = ledger.cast(LedgerMsg::Inbound {
@@ -402,6 +449,9 @@ impl Actor for NodeSupervisor {
                 if let Some(ledger) = &state.ledger {
                     let _ = ledger.cast(*message);
                 }
+            }
+            NodeMsg::Crash(Subsystem::E2e, reason) => {
+                state.e2e.stop(Some(format!("injected fault: {reason}")));
             }
             NodeMsg::Crash(Subsystem::Ledger, reason) => {
                 if let Some(ledger) = &state.ledger {
@@ -479,6 +529,9 @@ impl Actor for NodeSupervisor {
         {
             state.note_restart(Subsystem::Ledger, &why)?;
             state.ledger = Self::spawn_ledger(&myself, &state.args, state.restarts).await?;
+        } else if is_same(&cell, &state.e2e.get_cell()) {
+            state.note_restart(Subsystem::E2e, &why)?;
+            state.e2e = Self::spawn_e2e(&myself, &state.args, state.restarts).await?;
         } else if is_same(&cell, &state.sessions.get_cell()) {
             state.note_restart(Subsystem::Sessions, &why)?;
             state.sessions =

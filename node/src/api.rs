@@ -210,6 +210,10 @@ struct SendBody {
     to: String,
     text: Option<String>,
     hex: Option<String>,
+    /// Seal the message to the destination's end-to-end keys: relays carry it but
+    /// cannot read or alter it.
+    #[serde(default)]
+    encrypt: bool,
 }
 
 async fn send(State(state): State<Arc<ApiState>>, Json(body): Json<SendBody>) -> Response {
@@ -230,6 +234,22 @@ async fn send(State(state): State<Arc<ApiState>>, Json(body): Json<SendBody>) ->
             );
         }
     };
+    if body.encrypt {
+        return match state.node.send_sealed(destination, payload).await {
+            Ok(()) => (
+                StatusCode::ACCEPTED,
+                Json(json!({
+                    "destination": destination.to_string(),
+                    "encrypted": true,
+                })),
+            )
+                .into_response(),
+            Err(ActorError::Send(e @ SendError::NoKeys(_))) => {
+                error(StatusCode::UNPROCESSABLE_ENTITY, e)
+            }
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        };
+    }
     match state.node.send(destination, payload).await {
         Ok(sent) => (
             StatusCode::ACCEPTED,
@@ -267,6 +287,7 @@ struct MessageBody {
     id: u64,
     hops: u8,
     received_at_unix_ms: u64,
+    encrypted: bool,
     /// The payload as text when it is UTF-8.
     text: Option<String>,
     hex: String,
@@ -280,6 +301,7 @@ impl From<InboxMessage> for MessageBody {
             id: m.id,
             hops: m.hops,
             received_at_unix_ms: m.received_at_unix_ms,
+            encrypted: m.encrypted,
             hex: hex::encode(&m.payload),
             text: String::from_utf8(m.payload).ok(),
         }

@@ -25,6 +25,8 @@ pub struct InboxMessage {
     pub id: u64,
     pub hops: u8,
     pub received_at_unix_ms: u64,
+    /// Arrived sealed end to end (only this node could read it on the way).
+    pub encrypted: bool,
     pub payload: Vec<u8>,
 }
 
@@ -68,6 +70,7 @@ impl Inbox {
                 id: delivered.id,
                 hops: delivered.hops,
                 received_at_unix_ms,
+                encrypted: delivered.service == x0_protocols::forwarding::Service::E2e,
                 payload: delivered.payload,
             });
             while state.messages.len() > self.capacity {

@@ -23,6 +23,10 @@ pub enum Service {
     #[default]
     App,
     Ledger,
+    /// End-to-end sealed messages and the key exchange they need
+    /// ([`crate::e2e::E2eMessage`]). Delivered to the application once opened, marked
+    /// with this service so it knows the message arrived sealed.
+    E2e,
 }
 
 /// What the origin signs: who it is for, a per-origin message id, and the bytes.

@@ -7,6 +7,7 @@
 
 pub mod crypto;
 pub mod discovery;
+pub mod e2e;
 pub mod envelope;
 pub mod failure;
 pub mod forwarding;

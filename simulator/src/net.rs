@@ -140,7 +140,12 @@ struct NetState {
     impairments: Vec<Impairment>,
     next_impairment: u64,
     started: Instant,
+    /// Sees every envelope put on a link, as an eavesdropper on the wire would.
+    tap: Option<Tap>,
 }
+
+/// A wiretap: `(from, to, bytes)` of every transmission.
+pub type Tap = Arc<dyn Fn(u32, u32, &[u8]) + Send + Sync>;
 
 /// The shared network every simulated node's port writes into.
 #[derive(Clone)]
@@ -183,6 +188,7 @@ impl SimNetwork {
                 impairments: Vec::new(),
                 next_impairment: 0,
                 started: now,
+                tap: None,
             })),
             wake: Arc::new(Notify::new()),
         }
@@ -350,8 +356,16 @@ impl SimNetwork {
         }
     }
 
+    /// Taps every link: `tap` sees each envelope as it is sent, before loss.
+    pub fn set_tap(&self, tap: Option<Tap>) {
+        self.lock().tap = tap;
+    }
+
     fn transmit(&self, from: u32, to: u32, bytes: Bytes, reply: Option<oneshot::Sender<Envelope>>) {
         let mut state = self.lock();
+        if let Some(tap) = &state.tap {
+            tap(from, to, &bytes);
+        }
         state.stats.envelopes_sent += 1;
         state.stats.bytes_sent += bytes.len() as u64;
         if is_relay(&bytes) {

@@ -20,6 +20,10 @@ pub struct SendArgs {
     /// The text to send.
     #[arg(required_unless_present = "file")]
     text: Option<String>,
+    /// Seal the message end to end: only the destination can read it, relays cannot
+    /// read or alter it (the destination's keys are fetched over the mesh first).
+    #[arg(long)]
+    encrypt: bool,
 }
 
 pub fn run(args: SendArgs) -> Result<()> {
@@ -28,12 +32,19 @@ pub fn run(args: SendArgs) -> Result<()> {
         (Some(path), _) => {
             let bytes =
                 std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            json!({ "to": args.to, "hex": hex::encode(bytes) })
+            json!({ "to": args.to, "hex": hex::encode(bytes), "encrypt": args.encrypt })
         }
-        (None, Some(text)) => json!({ "to": args.to, "text": text }),
+        (None, Some(text)) => json!({ "to": args.to, "text": text, "encrypt": args.encrypt }),
         (None, None) => bail!("give the text to send or --file"),
     };
     let answer = super::post_json(&url, &body)?;
+    if args.encrypt {
+        println!(
+            "sent a message sealed end to end to {}",
+            answer["destination"].as_str().unwrap_or("?")
+        );
+        return Ok(());
+    }
     println!(
         "sent message {} to {} via {}",
         answer["id"],
