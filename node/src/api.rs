@@ -37,6 +37,7 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/peers", get(peers))
         .route("/api/v1/routes", get(routes))
         .route("/api/v1/messages", get(messages).post(send))
+        .route("/api/v1/messages/stream", get(stream_messages))
         .merge(crate::ledger_api::routes())
         .with_state(state)
 }
@@ -306,6 +307,43 @@ impl From<InboxMessage> for MessageBody {
             text: String::from_utf8(m.payload).ok(),
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamQuery {
+    /// Start after this sequence number (0: everything the inbox still holds).
+    #[serde(default)]
+    after: u64,
+}
+
+/// `GET /api/v1/messages/stream`: the inbox as server-sent events, one `message` event
+/// per arrival (its `id` the sequence number), held open until the client leaves.
+async fn stream_messages(
+    State(state): State<Arc<ApiState>>,
+    Query(query): Query<StreamQuery>,
+) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures::StreamExt;
+
+    let inbox = state.inbox.clone();
+    let batches = futures::stream::unfold((inbox, query.after), |(inbox, after)| async move {
+        let batch = inbox.wait_after(after).await;
+        let last = batch.last().map_or(after, |m| m.seq);
+        Some((batch, (inbox, last)))
+    });
+    let events = batches
+        .flat_map(futures::stream::iter)
+        .map(|m| {
+            let seq = m.seq;
+            Event::default()
+                .event("message")
+                .id(seq.to_string())
+                .json_data(MessageBody::from(m))
+        });
+    Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 async fn messages(

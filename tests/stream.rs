@@ -1,0 +1,54 @@
+//! The inbox as a live stream: `GET /api/v1/messages/stream` (server-sent events) carries
+//! each message as it arrives, sealed ones marked encrypted.
+#![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is the test failing
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{NodeProcess, http_post, wait_for};
+
+#[test]
+fn messages_arrive_on_the_event_stream_as_they_come() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let a = NodeProcess::start(dir.path(), "a", None);
+    let b = NodeProcess::start(dir.path(), "b", Some(a.p2p_port));
+    let id_b = b.id();
+
+    let mut stream = TcpStream::connect(("127.0.0.1", b.api_port)).expect("connects");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /api/v1/messages/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+
+    // Send once a route exists; the stream is already open and waiting.
+    wait_for("a to reach b", Duration::from_secs(60), || {
+        let body = serde_json::json!({ "to": id_b, "text": "live one", "encrypt": true }).to_string();
+        let (code, _) = http_post(a.api_port, "/api/v1/messages", &body).ok()?;
+        (code == 202).then_some(())
+    });
+
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline && !seen.contains("live one") {
+        if let Ok(n) = stream.read(&mut buf) {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    assert!(seen.contains("text/event-stream"), "{seen}");
+    assert!(seen.contains("event: message"), "{seen}");
+    let data = seen
+        .lines()
+        .find(|l| l.starts_with("data:") && l.contains("live one"))
+        .expect("a data line with the message");
+    let message: serde_json::Value = serde_json::from_str(data.trim_start_matches("data:").trim()).unwrap();
+    assert_eq!(message["encrypted"], true);
+    assert_eq!(message["from"], a.id().as_str());
+}
