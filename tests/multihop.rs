@@ -86,6 +86,21 @@ fn messages_cross_several_hops_and_route_around_a_killed_relay() {
         status["forwarding"]["relayed"].as_u64().unwrap_or(0) >= 1,
         "{status}"
     );
+    let relay = n2.get("/api/v1/relay").expect("relay report");
+    assert!(
+        relay["relayed_messages"].as_u64().unwrap_or(0) >= 1,
+        "{relay}"
+    );
+    assert!(relay["relayed_bytes"].as_u64().unwrap_or(0) > 0, "{relay}");
+    assert!(
+        relay["connected_peers"].as_u64().unwrap_or(0) >= 1,
+        "{relay}"
+    );
+    assert_eq!(relay["rate_limited"], 0, "{relay}");
+    assert!(
+        relay["rate_limit"]["bytes_per_s"].as_u64().unwrap_or(0) > 0,
+        "{relay}"
+    );
 
     // Sealed end to end over the same three hops: node 4's inbox shows it as arrived
     // encrypted (tests/e2e_tap in the simulator checks that no relay saw the text).

@@ -29,7 +29,8 @@ fn messages_arrive_on_the_event_stream_as_they_come() {
 
     // Send once a route exists; the stream is already open and waiting.
     wait_for("a to reach b", Duration::from_secs(60), || {
-        let body = serde_json::json!({ "to": id_b, "text": "live one", "encrypt": true }).to_string();
+        let body =
+            serde_json::json!({ "to": id_b, "text": "live one", "encrypt": true }).to_string();
         let (code, _) = http_post(a.api_port, "/api/v1/messages", &body).ok()?;
         (code == 202).then_some(())
     });
@@ -48,7 +49,8 @@ fn messages_arrive_on_the_event_stream_as_they_come() {
         .lines()
         .find(|l| l.starts_with("data:") && l.contains("live one"))
         .expect("a data line with the message");
-    let message: serde_json::Value = serde_json::from_str(data.trim_start_matches("data:").trim()).unwrap();
+    let message: serde_json::Value =
+        serde_json::from_str(data.trim_start_matches("data:").trim()).unwrap();
     assert_eq!(message["encrypted"], true);
     assert_eq!(message["from"], a.id().as_str());
 }

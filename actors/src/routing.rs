@@ -67,6 +67,7 @@ pub enum SendError {
 pub struct ForwardingStats {
     pub originated: u64,
     pub relayed: u64,
+    pub relayed_bytes: u64,
     pub delivered: u64,
     pub dropped: BTreeMap<String, u64>,
 }
@@ -365,6 +366,7 @@ impl RoutingState {
         ForwardingStats {
             originated: self.originated,
             relayed: self.forwarder.relayed,
+            relayed_bytes: self.forwarder.relayed_bytes,
             delivered: self.forwarder.delivered,
             dropped: self
                 .forwarder

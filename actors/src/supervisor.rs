@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use x0_protocols::discovery::DiscoveryConfig;
 use x0_protocols::failure::FailureConfig;
 use x0_protocols::forwarding::{Delivered, ForwardingConfig, Service};
+use x0_protocols::ratelimit::{RateLimit, RateLimiter};
 use x0_protocols::routing::{RoutingConfig, link_cost};
 use x0_protocols::{Envelope, Identity, Kind, NodeId};
 
@@ -37,6 +38,9 @@ pub struct NodeSettings {
     pub admission: Admission,
     /// The Raft ledger; `None` runs the node without one.
     pub ledger: Option<LedgerSettings>,
+    /// Bytes of relayed traffic each link peer may hand us, over a sliding window;
+    /// beyond it its relays are dropped unacknowledged (so it routes around us).
+    pub relay_limit: RateLimit,
     /// Inbound envelopes waiting in one actor's mailbox beyond which new ones are dropped
     /// (ractor mailboxes are unbounded; this is what keeps a flooding peer from growing
     /// our memory).
@@ -56,6 +60,7 @@ impl Default for NodeSettings {
             forwarding: ForwardingConfig::default(),
             admission: Admission::Open,
             ledger: None,
+            relay_limit: RateLimit::default(),
             inbound_queue_limit: 1024,
             max_restarts: 10,
             restart_window_ms: 10_000,
@@ -111,6 +116,9 @@ pub struct NodeStatus {
     pub envelopes_received: u64,
     pub envelope_decode_errors: u64,
     pub inbound_dropped: u64,
+    /// Relay envelopes refused because their link peer was over its rate limit.
+    pub rate_limited: u64,
+    pub relay_limit: RateLimit,
     pub forwarding: ForwardingStats,
 }
 
@@ -164,6 +172,8 @@ pub struct NodeState {
     envelopes_received: u64,
     decode_errors: u64,
     inbound_dropped: u64,
+    relay_limiter: RateLimiter,
+    rate_limited: u64,
 }
 
 pub struct NodeSupervisor;
@@ -306,7 +316,6 @@ impl Actor for NodeSupervisor {
         let ledger = Self::spawn_ledger(&myself, &args, 0).await?;
         let e2e = Self::spawn_e2e(&myself, &args, 0).await?;
         Ok(NodeState {
-            args,
             clock,
             discovery,
             discovery_pending: pending,
@@ -321,6 +330,9 @@ impl Actor for NodeSupervisor {
             envelopes_received: 0,
             decode_errors: 0,
             inbound_dropped: 0,
+            relay_limiter: RateLimiter::new(args.settings.relay_limit.clone()),
+            rate_limited: 0,
+            args,
         })
     }
 
@@ -393,6 +405,8 @@ impl Actor for NodeSupervisor {
                     envelopes_received: state.envelopes_received,
                     envelope_decode_errors: state.decode_errors,
                     inbound_dropped: state.inbound_dropped,
+                    rate_limited: state.rate_limited,
+                    relay_limit: state.relay_limiter.limit().clone(),
                     forwarding,
                 });
             }
@@ -620,6 +634,17 @@ impl NodeState {
         }
         match envelope.kind {
             Kind::Routing | Kind::Relay => {
+                if envelope.kind == Kind::Relay
+                    && !self.relay_limiter.allow(
+                        envelope.from,
+                        inbound.bytes.len() as u64,
+                        self.clock.now(),
+                    )
+                {
+                    self.rate_limited += 1;
+                    self.drop_inbound("rate_limited");
+                    return;
+                }
                 if envelope.kind == Kind::Relay
                     && let Some(reply) = reply
                 {

@@ -36,6 +36,7 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/status", get(status))
         .route("/api/v1/peers", get(peers))
         .route("/api/v1/routes", get(routes))
+        .route("/api/v1/relay", get(relay))
         .route("/api/v1/messages", get(messages).post(send))
         .route("/api/v1/messages/stream", get(stream_messages))
         .merge(crate::ledger_api::routes())
@@ -110,6 +111,31 @@ async fn status(State(state): State<Arc<ApiState>>) -> Response {
         listen_addrs,
         api: format!("http://{}", state.api_addr),
     })
+    .into_response()
+}
+
+/// `GET /api/v1/relay`: what this node did for others.
+async fn relay(State(state): State<Arc<ApiState>>) -> Response {
+    let status = match state.node.status().await {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e),
+    };
+    let peers = state.swarm.peer_addrs().await;
+    Json(json!({
+        "uptime_ms": status.uptime_ms,
+        "connected_peers": peers.len(),
+        "neighbors": status.neighbors,
+        "relayed_messages": status.forwarding.relayed,
+        "relayed_bytes": status.forwarding.relayed_bytes,
+        "originated": status.forwarding.originated,
+        "delivered": status.forwarding.delivered,
+        "dropped": status.forwarding.dropped,
+        "rate_limited": status.rate_limited,
+        "rate_limit": {
+            "bytes_per_s": status.relay_limit.bytes_per_s,
+            "window_ms": status.relay_limit.window_ms,
+        },
+    }))
     .into_response()
 }
 
@@ -332,15 +358,13 @@ async fn stream_messages(
         let last = batch.last().map_or(after, |m| m.seq);
         Some((batch, (inbox, last)))
     });
-    let events = batches
-        .flat_map(futures::stream::iter)
-        .map(|m| {
-            let seq = m.seq;
-            Event::default()
-                .event("message")
-                .id(seq.to_string())
-                .json_data(MessageBody::from(m))
-        });
+    let events = batches.flat_map(futures::stream::iter).map(|m| {
+        let seq = m.seq;
+        Event::default()
+            .event("message")
+            .id(seq.to_string())
+            .json_data(MessageBody::from(m))
+    });
     Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response()

@@ -142,6 +142,8 @@ struct FileSecurity {
     admission: Option<String>,
     #[serde(default)]
     trusted: Vec<String>,
+    relay_bytes_per_s: Option<u64>,
+    relay_window_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -226,6 +228,8 @@ pub struct NodeConfig {
     pub admission: x0_actors::Admission,
     /// The Raft ledger; `None` (no `[ledger]` section) runs the node without one.
     pub ledger: Option<x0_actors::LedgerSettings>,
+    /// Relayed bytes each neighbor may hand this node per second, over a sliding window.
+    pub relay_limit: x0_protocols::ratelimit::RateLimit,
 }
 
 /// Default listen addresses of a node started from a file without `network.listen`.
@@ -259,6 +263,7 @@ impl NodeConfig {
             failure: Some(FailureConfig::default()),
             admission: x0_actors::Admission::Open,
             ledger: None,
+            relay_limit: x0_protocols::ratelimit::RateLimit::default(),
         }
     }
 
@@ -394,6 +399,12 @@ impl NodeConfig {
                 client_timeout_ms: l.client_timeout_ms.unwrap_or(defaults.client_timeout_ms),
             });
         }
+        if let Some(v) = raw.security.relay_bytes_per_s {
+            config.relay_limit.bytes_per_s = v;
+        }
+        if let Some(v) = raw.security.relay_window_ms {
+            config.relay_limit.window_ms = v;
+        }
         let f = raw.failure_detection;
         if f.enabled == Some(false) {
             config.failure = None;
@@ -492,6 +503,20 @@ impl NodeConfig {
         if let Some(ledger) = &self.ledger {
             validate_ledger(origin, ledger)?;
         }
+        in_range(
+            origin,
+            "security.relay_bytes_per_s",
+            self.relay_limit.bytes_per_s,
+            1024,
+            10_000_000_000,
+        )?;
+        in_range(
+            origin,
+            "security.relay_window_ms",
+            self.relay_limit.window_ms,
+            100,
+            60_000,
+        )?;
         if let Some(f) = &self.failure {
             in_range(
                 origin,
@@ -542,6 +567,7 @@ impl NodeConfig {
             failure: self.failure.clone(),
             admission: self.admission.clone(),
             ledger: self.ledger.clone(),
+            relay_limit: self.relay_limit.clone(),
             ..defaults
         }
     }

@@ -185,6 +185,8 @@ pub struct Forwarder {
     seen_order: VecDeque<(Millis, NodeId, u64)>,
     /// Messages of others passed on.
     pub relayed: u64,
+    /// Bytes of the origins' envelopes this node passed on for others.
+    pub relayed_bytes: u64,
     pub delivered: u64,
     pub dropped: BTreeMap<DropReason, u64>,
 }
@@ -200,6 +202,7 @@ impl Forwarder {
             seen: BTreeMap::new(),
             seen_order: VecDeque::new(),
             relayed: 0,
+            relayed_bytes: 0,
             delivered: 0,
             dropped: BTreeMap::new(),
         }
@@ -274,6 +277,7 @@ impl Forwarder {
         match next_hop {
             Some(next_hop) => {
                 self.relayed += 1;
+                self.relayed_bytes += relay.inner.len() as u64;
                 Decision::Forward { next_hop, relay }
             }
             None => self.drop(DropReason::NoRoute),

@@ -14,6 +14,7 @@ pub mod forwarding;
 pub mod id;
 pub mod identity;
 pub mod ledger;
+pub mod ratelimit;
 pub mod routing;
 pub mod time;
 

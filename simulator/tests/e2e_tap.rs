@@ -6,13 +6,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use x0_actors::{Delivered, NodeArgs, NodeHandle, NodeSettings};
-use x0_protocols::Identity;
+mod common;
+
+use x0_actors::NodeSettings;
 use x0_protocols::forwarding::Service;
-use x0_simulator::LinkModel;
-use x0_simulator::net::SimNetwork;
 
 const SECRET: &[u8] = b"sealed-marker: the vault code is 7731";
 const CONTROL: &[u8] = b"plain-marker: anyone on the path can read this";
@@ -23,50 +20,19 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 #[test]
 fn relays_never_carry_the_plaintext_of_a_sealed_message() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    common::paused_runtime().block_on(async {
         // A line 0 - 1 - 2 - 3: 0 and 3 talk only through relays 1 and 2.
-        let adjacency = vec![vec![1], vec![0, 2], vec![1, 3], vec![2]];
-        let identities: Vec<Arc<Identity>> = (0..4u8)
-            .map(|i| Arc::new(Identity::from_seed([i + 1; 32])))
-            .collect();
-        let ids: Vec<_> = identities.iter().map(|i| i.id()).collect();
-        let network = SimNetwork::new(
-            adjacency,
-            ids.clone(),
-            LinkModel::default(),
-            ChaCha8Rng::seed_from_u64(1),
-        );
+        let common::Line {
+            network,
+            nodes,
+            ids,
+            received,
+        } = common::line(4, NodeSettings::default()).await;
         let tapped: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
         let sink = tapped.clone();
         network.set_tap(Some(Arc::new(move |_from, _to, bytes: &[u8]| {
             sink.lock().unwrap().push(bytes.to_vec());
         })));
-        let received: Arc<Mutex<Vec<Delivered>>> = Arc::default();
-        let mut nodes = Vec::new();
-        for (i, identity) in identities.iter().enumerate() {
-            let inbox = received.clone();
-            let handle = Arc::new(
-                NodeHandle::spawn(NodeArgs {
-                    identity: identity.clone(),
-                    port: network.port(i as u32),
-                    settings: NodeSettings::default(),
-                    seed: i as u64,
-                    observer: Arc::new(move |d: Delivered| inbox.lock().unwrap().push(d)),
-                    crypto_seed: [i as u8 + 100; 32],
-                    ledger_store: None,
-                })
-                .await
-                .unwrap(),
-            );
-            network.attach(i as u32, Some(handle.clone()));
-            nodes.push(handle);
-        }
-        let pump = tokio::spawn(network.clone().pump());
         // Time for links, sessions and routes to form.
         tokio::time::sleep(Duration::from_secs(20)).await;
         assert!(
@@ -118,6 +84,5 @@ fn relays_never_carry_the_plaintext_of_a_sealed_message() {
             !wire.iter().any(|b| contains(b, SECRET)),
             "a sealed message's plaintext was on a link"
         );
-        pump.abort();
     });
 }
