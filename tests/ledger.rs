@@ -251,3 +251,63 @@ fn a_damaged_ledger_store_is_refused_at_start_and_never_replaced() {
         "a truncated store must stop the node"
     );
 }
+
+#[test]
+fn a_mesh_closed_by_the_ledger_admits_a_node_once_an_entry_admits_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let names = ["v1", "v2", "v3", "newcomer"];
+    let ids: Vec<String> = names.iter().map(|n| keygen(dir.path(), n)).collect();
+    let closed = format!(
+        "{}\n[security]\nadmission = \"ledger\"\n",
+        ledger_section(&ids[..3])
+    );
+    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let nodes: Vec<NodeProcess> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let bootstrap: Vec<u16> = if i == 0 { vec![] } else { vec![ports[0]] };
+            NodeProcess::start_with(dir.path(), name, ports[i], &bootstrap, &closed)
+        })
+        .collect();
+    let newcomer = &ids[3];
+    let has_session_with = |node: &NodeProcess, peer: &str| {
+        node.get("/api/v1/peers")
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .any(|p| p["id"] == peer && !p["session"].is_null())
+    };
+    // The validators find each other; the newcomer is refused.
+    wait_for("the validators to elect a leader", PATIENCE, || {
+        status(&nodes[0])?["leader"].as_str().map(|_| ())
+    });
+    wait_for("v1 to refuse the newcomer", PATIENCE, || {
+        let (_, metrics) = common::http_get(nodes[0].api_port, "/metrics").ok()?;
+        metrics
+            .lines()
+            .any(|l| l.starts_with("x0_admission_refused_total") && !l.ends_with(" 0"))
+            .then_some(())
+    });
+    assert!(!has_session_with(&nodes[0], newcomer));
+
+    // A membership entry admits it; every validator follows the ledger.
+    let body = serde_json::json!({ "type": "membership", "node": newcomer, "change": "admit" })
+        .to_string();
+    wait_for("the admission to commit", PATIENCE, || {
+        let (code, _) = http_post(nodes[1].api_port, "/api/v1/ledger/entries", &body).ok()?;
+        (code == 201).then_some(())
+    });
+    wait_for("v1 to hold a session with the newcomer", PATIENCE, || {
+        has_session_with(&nodes[0], newcomer).then_some(())
+    });
+    let members = status(&nodes[3]).expect("the newcomer reaches the ledger")["members"].clone();
+    assert!(
+        members
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m == newcomer.as_str()),
+        "{members}"
+    );
+}

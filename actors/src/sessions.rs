@@ -33,6 +33,13 @@ pub enum Admission {
     Open,
     /// Only the listed identities.
     Closed(BTreeSet<NodeId>),
+    /// The ledger's members (admitted by `Membership` entries), plus `trusted` (the
+    /// validators and whoever else must be reachable before the ledger is). `members` is
+    /// kept current by the ledger actor as entries are applied.
+    Ledger {
+        trusted: BTreeSet<NodeId>,
+        members: BTreeSet<NodeId>,
+    },
 }
 
 impl Admission {
@@ -40,6 +47,21 @@ impl Admission {
         match self {
             Admission::Open => true,
             Admission::Closed(trusted) => trusted.contains(peer),
+            Admission::Ledger { trusted, members } => {
+                trusted.contains(peer) || members.contains(peer)
+            }
+        }
+    }
+
+    /// Takes the ledger's current members; `false` if this admission does not follow
+    /// the ledger (or nothing changed).
+    pub fn set_ledger_members(&mut self, current: BTreeSet<NodeId>) -> bool {
+        match self {
+            Admission::Ledger { members, .. } if *members != current => {
+                *members = current;
+                true
+            }
+            _ => false,
         }
     }
 }
@@ -59,6 +81,8 @@ pub enum SessionMsg {
     /// A handshake envelope from its (authenticated) link peer.
     Handshake(Envelope),
     Sessions(RpcReplyPort<Vec<SessionInfo>>),
+    /// Who may join changed (the ledger admitted or removed members).
+    Admission(Admission),
     Tick(u64),
 }
 
@@ -142,6 +166,16 @@ impl Actor for SessionActor {
                 state.sessions.remove(&neighbor);
             }
             SessionMsg::Handshake(envelope) => state.take(now, envelope),
+            SessionMsg::Admission(admission) => {
+                state.args.admission = admission;
+                // Revoked peers lose their session; newly admitted ones get one.
+                let admission = &state.args.admission;
+                state.sessions.retain(|peer, _| admission.admits(peer));
+                state.pending.retain(|peer, _| admission.admits(peer));
+                for peer in state.links.clone() {
+                    state.start_if_ours(now, peer);
+                }
+            }
             SessionMsg::Sessions(reply) => {
                 let _ = reply.send(state.infos(now));
                 return Ok(());

@@ -146,6 +146,8 @@ pub enum NodeMsg {
         plaintext: Vec<u8>,
         reply: Option<RpcReplyPort<Result<(), SendError>>>,
     },
+    /// From the ledger: the members its entries have admitted so far.
+    LedgerMembers(BTreeSet<NodeId>),
     /// For the ledger actor (client requests from the node's owner).
     Ledger(Box<LedgerMsg>),
     /// From routing: this neighbor stopped acknowledging relays.
@@ -291,6 +293,7 @@ impl NodeSupervisor {
             supervisor: myself.clone(),
             seed: u64::from_le_bytes(args.crypto_seed[8..16].try_into().unwrap_or_default())
                 ^ incarnation.wrapping_mul(0xA24B_AED4_963E_E407),
+            publish_members: matches!(args.settings.admission, Admission::Ledger { .. }),
         };
         let (actor, _) =
             Actor::spawn_linked(None, LedgerActor, ledger_args, myself.get_cell()).await?;
@@ -430,6 +433,13 @@ impl Actor for NodeSupervisor {
                     }
                 }
             },
+            NodeMsg::LedgerMembers(members) => {
+                if state.args.settings.admission.set_ledger_members(members) {
+                    let _ = state
+                        .sessions
+                        .cast(SessionMsg::Admission(state.args.settings.admission.clone()));
+                }
+            }
             NodeMsg::SendSealed {
                 destination,
                 plaintext,

@@ -340,7 +340,7 @@ impl NodeConfig {
                     return Err(ConfigError::invalid(
                         origin,
                         "security.trusted",
-                        "only applies with security.admission = \"closed\"",
+                        "only applies with security.admission = \"closed\" or \"ledger\"",
                     ));
                 }
                 x0_actors::Admission::Open
@@ -355,11 +355,17 @@ impl NodeConfig {
                 }
                 x0_actors::Admission::Closed(trusted)
             }
+            // The ledger's validators join `trusted` in `node_settings` (they may come
+            // from the command line).
+            Some("ledger") => x0_actors::Admission::Ledger {
+                trusted,
+                members: std::collections::BTreeSet::new(),
+            },
             Some(other) => {
                 return Err(ConfigError::invalid(
                     origin,
                     "security.admission",
-                    format!("must be \"open\" or \"closed\", got {other:?}"),
+                    format!("must be \"open\", \"closed\" or \"ledger\", got {other:?}"),
                 ));
             }
         };
@@ -503,6 +509,13 @@ impl NodeConfig {
         if let Some(ledger) = &self.ledger {
             validate_ledger(origin, ledger)?;
         }
+        if matches!(self.admission, x0_actors::Admission::Ledger { .. }) && self.ledger.is_none() {
+            return Err(ConfigError::invalid(
+                origin,
+                "security.admission",
+                "\"ledger\" needs a [ledger] section: its validators are admitted from the start, everyone else by membership entries",
+            ));
+        }
         in_range(
             origin,
             "security.relay_bytes_per_s",
@@ -565,7 +578,20 @@ impl NodeConfig {
                 max_neighbors: self.max_neighbors,
             },
             failure: self.failure.clone(),
-            admission: self.admission.clone(),
+            admission: match (&self.admission, &self.ledger) {
+                // Validators and learners must reach each other before the ledger can
+                // admit anyone: they are trusted from the start.
+                (x0_actors::Admission::Ledger { trusted, members }, Some(ledger)) => {
+                    let mut trusted = trusted.clone();
+                    trusted.extend(ledger.validators.iter().copied());
+                    trusted.extend(ledger.learners.iter().copied());
+                    x0_actors::Admission::Ledger {
+                        trusted,
+                        members: members.clone(),
+                    }
+                }
+                (other, _) => other.clone(),
+            },
             ledger: self.ledger.clone(),
             relay_limit: self.relay_limit.clone(),
             ..defaults

@@ -56,6 +56,8 @@ pub struct StatusBody {
     pub joint: bool,
     pub leader_changes: u64,
     pub snapshots_installed: u64,
+    /// Nodes admitted by membership entries.
+    pub members: Vec<String>,
 }
 
 impl From<LedgerStatus> for StatusBody {
@@ -77,6 +79,7 @@ impl From<LedgerStatus> for StatusBody {
             joint: s.joint,
             leader_changes: s.leader_changes,
             snapshots_installed: s.snapshots_installed,
+            members: ids(s.members),
         }
     }
 }

@@ -153,6 +153,8 @@ pub struct LedgerStatus {
     pub leader_changes: u64,
     /// Snapshots this node installed from a leader since it started.
     pub snapshots_installed: u64,
+    /// Nodes admitted to the mesh by `Membership` entries.
+    pub members: Vec<NodeId>,
 }
 
 /// Entries read from the record.
@@ -192,6 +194,8 @@ pub enum LedgerMsg {
     },
     /// A client task learned who leads.
     LeaderHint(NodeId),
+    /// A plain member learned the admitted members from the leader.
+    Members(BTreeSet<NodeId>),
     Tick,
 }
 
@@ -203,6 +207,9 @@ pub struct LedgerArgs {
     pub supervisor: ActorRef<NodeMsg>,
     /// Seeds the ids this node gives writes that came without one.
     pub seed: u64,
+    /// Keep the supervisor told of the admitted members (the mesh's admission follows
+    /// the ledger).
+    pub publish_members: bool,
 }
 
 /// Shuts openraft's tasks down with the actor, however it ends (a panic included), so a
@@ -241,12 +248,17 @@ pub struct LedgerActorState {
     serving: Arc<AtomicUsize>,
     request_prefix: String,
     next_request: u64,
+    published_members: Option<BTreeSet<NodeId>>,
+    publish: bool,
+    ticks: u64,
 }
 
 /// Most requests from peers served at once; beyond it new ones are dropped (and the
 /// sender retries), so a flood cannot pile up tasks.
 const MAX_SERVING: usize = 512;
 const TICK: Duration = Duration::from_millis(200);
+/// A plain member polls the leader for admitted members every this many ticks.
+const MEMBERS_POLL_TICKS: u64 = 10;
 
 pub struct LedgerActor;
 
@@ -302,6 +314,9 @@ impl Actor for LedgerActor {
             serving: Arc::new(AtomicUsize::new(0)),
             request_prefix: format!("{}-{:016x}", args.me.short(), args.seed),
             next_request: 0,
+            published_members: None,
+            publish: args.publish_members,
+            ticks: 0,
         })
     }
 
@@ -406,7 +421,11 @@ impl Actor for LedgerActor {
                 });
             }
             LedgerMsg::LeaderHint(leader) => state.leader_hint = Some(leader),
-            LedgerMsg::Tick => state.tick(),
+            LedgerMsg::Members(members) => state.publish_members(members),
+            LedgerMsg::Tick => {
+                state.tick();
+                state.refresh_members(&myself);
+            }
         }
         Ok(())
     }
@@ -484,6 +503,39 @@ impl LedgerActorState {
                     });
                 });
             }
+        }
+    }
+
+    /// Tells the supervisor who the ledger has admitted, when that changes (what
+    /// `security.admission = "ledger"` follows).
+    fn publish_members(&mut self, members: BTreeSet<NodeId>) {
+        if self.published_members.as_ref() != Some(&members) {
+            self.published_members = Some(members.clone());
+            let _ = self.supervisor.cast(NodeMsg::LedgerMembers(members));
+        }
+    }
+
+    fn refresh_members(&mut self, myself: &ActorRef<LedgerMsg>) {
+        if !self.publish {
+            return;
+        }
+        self.ticks += 1;
+        if let Some(view) = &self.view
+            && self.in_membership()
+        {
+            let members = view.read(|m| m.state.members().clone());
+            self.publish_members(members);
+            return;
+        }
+        // A node that keeps no replica asks the leader now and then.
+        if self.ticks.is_multiple_of(MEMBERS_POLL_TICKS) {
+            let client = self.client(myself);
+            let actor = myself.clone();
+            tokio::spawn(async move {
+                if let Ok(Response::Status(status)) = client.at_leader(|| Request::Status).await {
+                    let _ = actor.cast(LedgerMsg::Members(status.members.into_iter().collect()));
+                }
+            });
         }
     }
 
@@ -764,6 +816,7 @@ fn status(raft: &Raft, view: &StateView, leader_changes: u64) -> LedgerStatus {
         snapshot_index: metrics.snapshot.map(|l| l.index),
         entries: view.read(|m| m.state.len()),
         snapshots_installed: view.read(|m| m.snapshots_installed),
+        members: view.read(|m| m.state.members().iter().copied().collect()),
         voters: voters.into_iter().collect(),
         learners,
         joint: membership.get_joint_config().len() > 1,
