@@ -6,30 +6,12 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::{NodeProcess, free_port, http_post, run, wait_for};
+use common::{NodeProcess, free_port, http_post, keygen, run, wait_for};
 use serde_json::Value;
 
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// Creates a node's keys ahead of its start and returns its id, as an operator would to
-/// write the validator list.
-fn keygen(dir: &Path, name: &str) -> String {
-    let out = run(&[
-        "keygen",
-        "--out",
-        dir.join(format!("{name}-data")).to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "keygen: {out:?}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("node id: "))
-        .expect("keygen prints the id")
-        .trim()
-        .to_string()
-}
 
 fn ledger_section(validators: &[String]) -> String {
     let list = validators

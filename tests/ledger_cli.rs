@@ -10,26 +10,10 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{NodeProcess, free_port, http_get, run, wait_for};
+use common::{NodeProcess, free_port, http_get, keygen, run, wait_for};
 use serde_json::Value;
 
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// Creates a node's keys ahead of its start and returns its id.
-fn keygen(dir: &Path, name: &str) -> String {
-    let out = run(&[
-        "keygen",
-        "--out",
-        dir.join(format!("{name}-data")).to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "keygen: {out:?}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("node id: "))
-        .expect("keygen prints the id")
-        .trim()
-        .to_string()
-}
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()

@@ -222,3 +222,17 @@ impl Drop for NodeProcess {
         self.kill();
     }
 }
+
+/// Creates a node's keys under `dir/<name>-data` ahead of its start, as an operator does
+/// to write a validator list, and returns its id.
+pub fn keygen(dir: &Path, name: &str) -> String {
+    let data = dir.join(format!("{name}-data"));
+    let out = run(&["keygen", "--out", data.to_str().expect("a UTF-8 path")]);
+    assert!(out.status.success(), "keygen: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("node id: "))
+        .expect("keygen prints the id")
+        .trim()
+        .to_string()
+}
