@@ -28,6 +28,8 @@ enum Command {
     Peers(commands::peers::PeersArgs),
     /// Print the routing table of a running node.
     Routes(commands::routes::RoutesArgs),
+    /// The sealed messages a node sent: created, sent, delivered, read, failed, expired.
+    Outbox(commands::outbox::OutboxArgs),
     /// Send a message through a running node to any node of the mesh.
     Send(commands::send::SendArgs),
     /// Print the messages a running node received.
@@ -63,6 +65,7 @@ fn main() -> Result<()> {
         Command::Peers(args) => commands::peers::run(args),
         Command::Keygen(args) => commands::keygen::run(args),
         Command::Routes(args) => commands::routes::run(args),
+        Command::Outbox(args) => commands::outbox::run(args),
         Command::Send(args) => commands::send::run(args),
         Command::Inbox(args) => commands::inbox::run(args),
         Command::Ledger(args) => commands::ledger::run(args),

@@ -113,5 +113,27 @@ fn messages_cross_several_hops_and_route_around_a_killed_relay() {
     });
     assert_eq!(sealed["encrypted"], true, "{sealed}");
     assert_eq!(sealed["from"], n1.id().as_str());
+
+    // The sender follows it: delivered on node 4's signed receipt, read once node 4's
+    // application says so.
+    let message_id =
+        serde_json::from_str::<serde_json::Value>(&answer).unwrap()["message_id"].clone();
+    let status_at_1 = || {
+        n1.get("/api/v1/outbox")?
+            .as_array()?
+            .iter()
+            .find(|m| m["message_id"] == message_id)
+            .map(|m| m["status"].as_str().unwrap_or_default().to_string())
+    };
+    wait_for("a delivery receipt", PATIENCE, || {
+        (status_at_1()? == "delivered").then_some(())
+    });
+    let seq = sealed["seq"].as_u64().unwrap();
+    let (code, _) =
+        http_post(n4.api_port, &format!("/api/v1/messages/{seq}/read"), "{}").expect("mark read");
+    assert_eq!(code, 200);
+    wait_for("a read receipt", PATIENCE, || {
+        (status_at_1()? == "read").then_some(())
+    });
     drop((n3, n4));
 }

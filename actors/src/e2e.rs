@@ -13,13 +13,13 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
+use serde::{Deserialize, Serialize};
 use x0_protocols::crypto::seal::{E2eKeys, E2ePublic, open_sealed, seal_to_public};
-use x0_protocols::e2e::{self, E2eMessage};
+use x0_protocols::e2e::{self, E2eMessage, Letter, ReceiptStatus};
 use x0_protocols::forwarding::{Delivered, Service};
 use x0_protocols::{Identity, NodeId};
 
 use crate::observer::NodeObserver;
-use crate::routing::SendError;
 use crate::supervisor::NodeMsg;
 
 /// Sends waiting for a destination's keys, at most, over all destinations.
@@ -32,14 +32,52 @@ const KEY_WAIT: Duration = Duration::from_secs(10);
 const REQUEST_EVERY: Duration = Duration::from_secs(2);
 const TICK: Duration = Duration::from_millis(500);
 
+/// Where a sealed message is, as its sender sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    /// Accepted; waiting for the destination's keys.
+    Created,
+    /// Sealed and on its way.
+    Sent,
+    /// The destination's signed receipt says it was opened.
+    Delivered,
+    /// The destination's application marked it read.
+    Read,
+    Failed,
+    /// Not delivered within its time to live.
+    Expired,
+}
+
+/// One message this node sent sealed, for `/api/v1/outbox`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    pub message_id: u64,
+    pub destination: NodeId,
+    pub status: MessageStatus,
+    /// Why it failed, when it did.
+    pub reason: Option<String>,
+    /// Node uptime when it was created and when its status last changed.
+    pub created_ms: u64,
+    pub updated_ms: u64,
+}
+
 pub enum E2eMsg {
+    /// Seal and send; `reply` gets the message id at once, the outbox follows it.
     Send {
         destination: NodeId,
         plaintext: Vec<u8>,
-        reply: Option<RpcReplyPort<Result<(), SendError>>>,
+        ttl_ms: Option<u64>,
+        reply: Option<RpcReplyPort<u64>>,
     },
     /// A routed message of the E2e service, its origin already authenticated.
     Inbound(Delivered),
+    /// The application read `message_id` from `origin`: tell the sender.
+    MarkRead {
+        origin: NodeId,
+        message_id: u64,
+    },
+    Outbox(RpcReplyPort<Vec<OutboxEntry>>),
     Tick,
 }
 
@@ -52,9 +90,19 @@ pub struct E2eArgs {
 }
 
 struct Waiting {
+    message_id: u64,
     plaintext: Vec<u8>,
-    reply: Option<RpcReplyPort<Result<(), SendError>>>,
     since: tokio::time::Instant,
+}
+
+/// Sealed messages remembered in the outbox, oldest forgotten first.
+const MAX_OUTBOX: usize = 10_000;
+/// How long a sent message may take to be delivered before it counts as expired.
+pub const DEFAULT_TTL_MS: u64 = 60_000;
+
+struct Tracked {
+    entry: OutboxEntry,
+    expires_ms: u64,
 }
 
 pub struct E2eState {
@@ -66,6 +114,9 @@ pub struct E2eState {
     waiting_count: usize,
     requested: BTreeMap<NodeId, tokio::time::Instant>,
     rng: ChaCha20Rng,
+    outbox: BTreeMap<u64, Tracked>,
+    next_message_id: u64,
+    clock: crate::clock::NodeClock,
 }
 
 pub struct E2eActor;
@@ -81,9 +132,14 @@ impl Actor for E2eActor {
         args: E2eArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_interval(TICK, || E2eMsg::Tick);
+        let mut rng = ChaCha20Rng::from_seed(args.rng_seed);
         Ok(E2eState {
             keys: e2e::keys_for(&args.identity),
-            rng: ChaCha20Rng::from_seed(args.rng_seed),
+            // Ids start at a random point, so a restarted sender does not reuse them.
+            next_message_id: rand::RngCore::next_u64(&mut rng) >> 1,
+            rng,
+            outbox: BTreeMap::new(),
+            clock: crate::clock::NodeClock::start(),
             args,
             known: BTreeMap::new(),
             known_order: VecDeque::new(),
@@ -103,9 +159,25 @@ impl Actor for E2eActor {
             E2eMsg::Send {
                 destination,
                 plaintext,
+                ttl_ms,
                 reply,
-            } => state.send(destination, plaintext, reply),
+            } => {
+                let id = state.send(destination, plaintext, ttl_ms.unwrap_or(DEFAULT_TTL_MS));
+                if let Some(reply) = reply {
+                    let _ = reply.send(id);
+                }
+            }
             E2eMsg::Inbound(delivered) => state.inbound(delivered),
+            E2eMsg::MarkRead { origin, message_id } => state.route(
+                origin,
+                &E2eMessage::Receipt {
+                    message_id,
+                    status: ReceiptStatus::Read,
+                },
+            ),
+            E2eMsg::Outbox(reply) => {
+                let _ = reply.send(state.outbox.values().map(|t| t.entry.clone()).collect());
+            }
             E2eMsg::Tick => state.expire(),
         }
         Ok(())
@@ -122,30 +194,54 @@ impl E2eState {
         });
     }
 
-    fn send(
-        &mut self,
-        destination: NodeId,
-        plaintext: Vec<u8>,
-        reply: Option<RpcReplyPort<Result<(), SendError>>>,
-    ) {
-        if self.known.contains_key(&destination) || destination == self.args.identity.id() {
-            let result = self.seal_and_route(destination, &plaintext);
-            if let Some(reply) = reply {
-                let _ = reply.send(result);
+    fn set_status(&mut self, message_id: u64, status: MessageStatus, reason: Option<String>) {
+        let now = self.clock.now().0;
+        if let Some(t) = self.outbox.get_mut(&message_id) {
+            // Receipts may arrive out of order: never step back from read to delivered.
+            if t.entry.status == MessageStatus::Read && status == MessageStatus::Delivered {
+                return;
             }
-            return;
+            t.entry.status = status;
+            t.entry.reason = reason;
+            t.entry.updated_ms = now;
+        }
+    }
+
+    /// Accepts a message for sending and returns its id; the outbox follows it.
+    fn send(&mut self, destination: NodeId, plaintext: Vec<u8>, ttl_ms: u64) -> u64 {
+        let message_id = self.next_message_id;
+        self.next_message_id = self.next_message_id.wrapping_add(1);
+        let now_ms = self.clock.now().0;
+        self.outbox.insert(
+            message_id,
+            Tracked {
+                entry: OutboxEntry {
+                    message_id,
+                    destination,
+                    status: MessageStatus::Created,
+                    reason: None,
+                    created_ms: now_ms,
+                    updated_ms: now_ms,
+                },
+                expires_ms: now_ms.saturating_add(ttl_ms),
+            },
+        );
+        while self.outbox.len() > MAX_OUTBOX {
+            self.outbox.pop_first();
+        }
+        metrics::counter!("x0_e2e_messages_total", "status" => "created").increment(1);
+        if self.known.contains_key(&destination) || destination == self.args.identity.id() {
+            self.seal_and_route(destination, message_id, &plaintext);
+            return message_id;
         }
         if self.waiting_count >= MAX_WAITING {
-            metrics::counter!("x0_e2e_send_failed_total", "reason" => "queue_full").increment(1);
-            if let Some(reply) = reply {
-                let _ = reply.send(Err(SendError::NoKeys(destination)));
-            }
-            return;
+            self.fail(message_id, "too many messages waiting for keys");
+            return message_id;
         }
         self.waiting_count += 1;
         self.waiting.entry(destination).or_default().push(Waiting {
+            message_id,
             plaintext,
-            reply,
             since: tokio::time::Instant::now(),
         });
         let now = tokio::time::Instant::now();
@@ -157,23 +253,31 @@ impl E2eState {
             self.requested.insert(destination, now);
             self.route(destination, &E2eMessage::KeyRequest);
         }
+        message_id
     }
 
-    fn seal_and_route(&mut self, destination: NodeId, plaintext: &[u8]) -> Result<(), SendError> {
+    fn fail(&mut self, message_id: u64, reason: &str) {
+        metrics::counter!("x0_e2e_messages_total", "status" => "failed").increment(1);
+        self.set_status(message_id, MessageStatus::Failed, Some(reason.to_string()));
+    }
+
+    fn seal_and_route(&mut self, destination: NodeId, message_id: u64, plaintext: &[u8]) {
         let public = match self.known.get(&destination) {
             Some(p) => p.clone(),
             None => self.keys.public().clone(),
         };
-        match seal_to_public(&public, &self.args.identity, plaintext, &mut self.rng) {
+        let letter = Letter {
+            message_id,
+            body: plaintext.to_vec(),
+        }
+        .encode();
+        match seal_to_public(&public, &self.args.identity, &letter, &mut self.rng) {
             Ok(sealed) => {
-                metrics::counter!("x0_e2e_sealed_total").increment(1);
+                metrics::counter!("x0_e2e_messages_total", "status" => "sent").increment(1);
                 self.route(destination, &E2eMessage::Sealed(sealed));
-                Ok(())
+                self.set_status(message_id, MessageStatus::Sent, None);
             }
-            Err(e) => {
-                metrics::counter!("x0_e2e_send_failed_total", "reason" => e.reason()).increment(1);
-                Err(SendError::Seal(e.to_string()))
-            }
+            Err(e) => self.fail(message_id, &format!("could not seal: {e}")),
         }
     }
 
@@ -204,49 +308,92 @@ impl E2eState {
                 }
                 for w in self.waiting.remove(&delivered.origin).unwrap_or_default() {
                     self.waiting_count -= 1;
-                    let result = self.seal_and_route(delivered.origin, &w.plaintext);
-                    if let Some(reply) = w.reply {
-                        let _ = reply.send(result);
-                    }
+                    self.seal_and_route(delivered.origin, w.message_id, &w.plaintext);
                 }
             }
             E2eMessage::Sealed(bytes) => {
-                match open_sealed(&self.keys, &bytes, Some(delivered.origin)) {
-                    Ok(opened) => {
+                let letter = open_sealed(&self.keys, &bytes, Some(delivered.origin))
+                    .map_err(|e| e.reason())
+                    .and_then(|opened| Letter::decode(&opened.plaintext).map_err(|_| "letter"));
+                match letter {
+                    Ok(letter) => {
                         metrics::counter!("x0_e2e_opened_total").increment(1);
+                        self.route(
+                            delivered.origin,
+                            &E2eMessage::Receipt {
+                                message_id: letter.message_id,
+                                status: ReceiptStatus::Delivered,
+                            },
+                        );
+                        // The application sees the sender's message id, which is what a
+                        // read receipt names.
                         self.args.observer.delivered(Delivered {
-                            payload: opened.plaintext,
+                            id: letter.message_id,
+                            payload: letter.body,
                             ..delivered
                         });
                     }
-                    Err(e) => {
-                        metrics::counter!("x0_e2e_rejected_total", "reason" => e.reason())
-                            .increment(1);
-                        tracing::debug!(error = %e, origin = %delivered.origin, "refused a sealed message");
+                    Err(reason) => {
+                        metrics::counter!("x0_e2e_rejected_total", "reason" => reason).increment(1);
+                        tracing::debug!(reason, origin = %delivered.origin, "refused a sealed message");
                     }
+                }
+            }
+            E2eMessage::Receipt { message_id, status } => {
+                // Only the destination may speak for its messages.
+                let from_destination = self
+                    .outbox
+                    .get(&message_id)
+                    .is_some_and(|t| t.entry.destination == delivered.origin);
+                if from_destination {
+                    let status = match status {
+                        ReceiptStatus::Delivered => MessageStatus::Delivered,
+                        ReceiptStatus::Read => MessageStatus::Read,
+                    };
+                    self.set_status(message_id, status, None);
+                } else {
+                    metrics::counter!("x0_e2e_rejected_total", "reason" => "stray_receipt")
+                        .increment(1);
                 }
             }
         }
     }
 
-    /// Fails sends that waited too long for keys.
+    /// Fails sends that waited too long for keys, and expires sent ones never delivered.
     fn expire(&mut self) {
         let now = tokio::time::Instant::now();
-        for (destination, list) in &mut self.waiting {
+        let mut failed = Vec::new();
+        for list in self.waiting.values_mut() {
             let (expired, kept): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(list)
                 .into_iter()
                 .partition(|w| now.duration_since(w.since) >= KEY_WAIT);
             *list = kept;
-            for w in expired {
-                self.waiting_count -= 1;
-                metrics::counter!("x0_e2e_send_failed_total", "reason" => "no_keys").increment(1);
-                if let Some(reply) = w.reply {
-                    let _ = reply.send(Err(SendError::NoKeys(*destination)));
-                }
-            }
+            failed.extend(expired.into_iter().map(|w| w.message_id));
         }
         self.waiting.retain(|_, list| !list.is_empty());
+        for message_id in failed {
+            self.waiting_count -= 1;
+            self.fail(
+                message_id,
+                "the destination did not send its keys (unreachable?)",
+            );
+        }
         self.requested
             .retain(|_, at| now.duration_since(*at) < KEY_WAIT);
+        let now_ms = self.clock.now().0;
+        let expired: Vec<u64> = self
+            .outbox
+            .values()
+            .filter(|t| t.entry.status == MessageStatus::Sent && now_ms >= t.expires_ms)
+            .map(|t| t.entry.message_id)
+            .collect();
+        for message_id in expired {
+            metrics::counter!("x0_e2e_messages_total", "status" => "expired").increment(1);
+            self.set_status(
+                message_id,
+                MessageStatus::Expired,
+                Some("no receipt within its time to live".into()),
+            );
+        }
     }
 }

@@ -49,8 +49,6 @@ pub enum ActorError {
 
 /// How long a query to a running node's actors may take before we call it hung.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest a sealed send may wait, key exchange included (the actor gives up first).
-const SEALED_SEND_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest wait on a ledger request: past any client timeout the ledger is configured
 /// with, so the ledger's own error arrives first.
 const LEDGER_QUERY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -123,29 +121,37 @@ impl NodeHandle {
 
     /// Sends `plaintext` sealed to `destination`'s end-to-end keys (fetched from it over
     /// the mesh the first time), so relays carry it but cannot read or alter it. Returns
-    /// once the sealed message is on its way.
+    /// the message's id at once; [`NodeHandle::outbox`] follows it from created to sent,
+    /// delivered (the destination's signed receipt) and read, or failed or expired
+    /// (`ttl_ms`, default [`e2e::DEFAULT_TTL_MS`]).
     pub async fn send_sealed(
         &self,
         destination: NodeId,
         plaintext: Vec<u8>,
-    ) -> Result<(), ActorError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        if self
-            .supervisor
-            .cast(NodeMsg::SendSealed {
+        ttl_ms: Option<u64>,
+    ) -> Result<u64, ActorError> {
+        self.query(|reply| {
+            NodeMsg::E2e(e2e::E2eMsg::Send {
                 destination,
                 plaintext,
-                reply: Some(tx.into()),
+                ttl_ms,
+                reply: Some(reply),
             })
-            .is_err()
-        {
-            return Err(ActorError::Down);
-        }
-        match tokio::time::timeout(SEALED_SEND_TIMEOUT, rx).await {
-            Ok(Ok(result)) => Ok(result?),
-            Ok(Err(_)) => Err(ActorError::Down),
-            Err(_) => Err(ActorError::Timeout(SEALED_SEND_TIMEOUT)),
-        }
+        })
+        .await
+    }
+
+    /// The sealed messages this node sent and where each one is.
+    pub async fn outbox(&self) -> Result<Vec<e2e::OutboxEntry>, ActorError> {
+        self.query(|reply| NodeMsg::E2e(e2e::E2eMsg::Outbox(reply)))
+            .await
+    }
+
+    /// Tells `origin` that its sealed message `message_id` was read here.
+    pub fn mark_read(&self, origin: NodeId, message_id: u64) {
+        let _ = self
+            .supervisor
+            .cast(NodeMsg::E2e(e2e::E2eMsg::MarkRead { origin, message_id }));
     }
 
     /// Like [`NodeHandle::send`] without waiting for the answer: for traffic generators

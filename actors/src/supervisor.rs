@@ -140,12 +140,8 @@ pub enum NodeMsg {
     },
     /// From routing: a message for one of the node's own subsystems arrived.
     Service(Delivered),
-    /// Send a message sealed end to end (see [`crate::e2e`]).
-    SendSealed {
-        destination: NodeId,
-        plaintext: Vec<u8>,
-        reply: Option<RpcReplyPort<Result<(), SendError>>>,
-    },
+    /// For the end-to-end actor (sealed sends, the outbox, read receipts).
+    E2e(E2eMsg),
     /// From the ledger: the members its entries have admitted so far.
     LedgerMembers(BTreeSet<NodeId>),
     /// For the ledger actor (client requests from the node's owner).
@@ -440,16 +436,8 @@ impl Actor for NodeSupervisor {
                         .cast(SessionMsg::Admission(state.args.settings.admission.clone()));
                 }
             }
-            NodeMsg::SendSealed {
-                destination,
-                plaintext,
-                reply,
-            } => {
-                let _ = state.e2e.cast(E2eMsg::Send {
-                    destination,
-                    plaintext,
-                    reply,
-                });
+            NodeMsg::E2e(message) => {
+                let _ = state.e2e.cast(message);
             }
             NodeMsg::Service(delivered) if delivered.service == Service::E2e => {
                 let _ = state.e2e.cast(E2eMsg::Inbound(delivered));

@@ -39,6 +39,11 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/relay", get(relay))
         .route("/api/v1/messages", get(messages).post(send))
         .route("/api/v1/messages/stream", get(stream_messages))
+        .route(
+            "/api/v1/messages/{seq}/read",
+            axum::routing::post(mark_read),
+        )
+        .route("/api/v1/outbox", get(outbox))
         .merge(crate::ledger_api::routes())
         .with_state(state)
 }
@@ -112,6 +117,56 @@ async fn status(State(state): State<Arc<ApiState>>) -> Response {
         api: format!("http://{}", state.api_addr),
     })
     .into_response()
+}
+
+/// `GET /api/v1/outbox`: every sealed message this node sent and its status.
+async fn outbox(State(state): State<Arc<ApiState>>) -> Response {
+    match state.node.outbox().await {
+        Ok(entries) => Json(
+            entries
+                .into_iter()
+                .map(|e| {
+                    json!({
+                        "message_id": e.message_id,
+                        "to": e.destination.to_string(),
+                        "status": e.status,
+                        "reason": e.reason,
+                        "created_ms": e.created_ms,
+                        "updated_ms": e.updated_ms,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+/// `POST /api/v1/messages/{seq}/read`: the application read this inbox message; a
+/// sealed one's sender gets a signed read receipt.
+async fn mark_read(
+    State(state): State<Arc<ApiState>>,
+    axum::extract::Path(seq): axum::extract::Path<u64>,
+) -> Response {
+    let Some(message) = state
+        .inbox
+        .after(seq.saturating_sub(1))
+        .into_iter()
+        .find(|m| m.seq == seq)
+    else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no message {seq} in the inbox"),
+        );
+    };
+    if !message.encrypted {
+        return error(
+            StatusCode::CONFLICT,
+            "only sealed messages carry read receipts",
+        );
+    }
+    state.node.mark_read(message.from, message.id);
+    Json(json!({ "seq": seq, "receipt": "read" })).into_response()
 }
 
 /// `GET /api/v1/relay`: what this node did for others.
@@ -241,6 +296,9 @@ struct SendBody {
     /// cannot read or alter it.
     #[serde(default)]
     encrypt: bool,
+    /// Sealed messages: how long it may take to be delivered before its status turns
+    /// to expired (default 60 s).
+    ttl_ms: Option<u64>,
 }
 
 async fn send(State(state): State<Arc<ApiState>>, Json(body): Json<SendBody>) -> Response {
@@ -262,18 +320,21 @@ async fn send(State(state): State<Arc<ApiState>>, Json(body): Json<SendBody>) ->
         }
     };
     if body.encrypt {
-        return match state.node.send_sealed(destination, payload).await {
-            Ok(()) => (
+        return match state
+            .node
+            .send_sealed(destination, payload, body.ttl_ms)
+            .await
+        {
+            Ok(message_id) => (
                 StatusCode::ACCEPTED,
                 Json(json!({
+                    "message_id": message_id,
                     "destination": destination.to_string(),
                     "encrypted": true,
+                    "status": "created",
                 })),
             )
                 .into_response(),
-            Err(ActorError::Send(e @ SendError::NoKeys(_))) => {
-                error(StatusCode::UNPROCESSABLE_ENTITY, e)
-            }
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
         };
     }

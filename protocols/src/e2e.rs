@@ -19,8 +19,42 @@ pub enum E2eMessage {
     /// "Send me your end-to-end public keys."
     KeyRequest,
     Keys(E2ePublic),
-    /// A sealed box ([`crate::crypto::seal::seal_to`]) for the destination.
+    /// A sealed box ([`crate::crypto::seal::seal_to`]) for the destination; inside, an
+    /// encoded [`Letter`].
     Sealed(Vec<u8>),
+    /// The destination's word on a letter: signed, as every routed message is, by its
+    /// origin, so a relay cannot forge it.
+    Receipt {
+        message_id: u64,
+        status: ReceiptStatus,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReceiptStatus {
+    /// Opened and handed to the application.
+    Delivered,
+    /// The application marked it read.
+    Read,
+}
+
+/// What a sealed box carries: the sender's id for the message (for receipts) and the
+/// bytes. Inside the seal, so relays see neither.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Letter {
+    pub message_id: u64,
+    pub body: Vec<u8>,
+}
+
+impl Letter {
+    pub fn encode(&self) -> Vec<u8> {
+        // Owned data into a Vec: cannot fail.
+        postcard::to_allocvec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
 }
 
 impl E2eMessage {

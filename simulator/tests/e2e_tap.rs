@@ -9,6 +9,7 @@ use std::time::Duration;
 mod common;
 
 use x0_actors::NodeSettings;
+use x0_actors::e2e::{MessageStatus, OutboxEntry};
 use x0_protocols::forwarding::Service;
 
 const SECRET: &[u8] = b"sealed-marker: the vault code is 7731";
@@ -44,8 +45,8 @@ fn relays_never_carry_the_plaintext_of_a_sealed_message() {
                 .any(|r| r.destination == ids[3])
         );
 
-        nodes[0]
-            .send_sealed(ids[3], SECRET.to_vec())
+        let message_id = nodes[0]
+            .send_sealed(ids[3], SECRET.to_vec(), None)
             .await
             .expect("sealed send");
         nodes[0]
@@ -75,6 +76,25 @@ fn relays_never_carry_the_plaintext_of_a_sealed_message() {
                 .any(|d| d.payload == CONTROL && d.service == Service::App)
         );
 
+        // The sender followed it to delivered (the destination's signed receipt), and to
+        // read once the destination's application says so.
+        let status = |outbox: Vec<OutboxEntry>| {
+            outbox
+                .into_iter()
+                .find(|e| e.message_id == message_id)
+                .map(|e| e.status)
+        };
+        assert_eq!(
+            status(nodes[0].outbox().await.unwrap()),
+            Some(MessageStatus::Delivered)
+        );
+        nodes[3].mark_read(ids[0], sealed.id);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            status(nodes[0].outbox().await.unwrap()),
+            Some(MessageStatus::Read)
+        );
+
         let wire = tapped.lock().unwrap();
         assert!(
             wire.iter().any(|b| contains(b, CONTROL)),
@@ -83,6 +103,44 @@ fn relays_never_carry_the_plaintext_of_a_sealed_message() {
         assert!(
             !wire.iter().any(|b| contains(b, SECRET)),
             "a sealed message's plaintext was on a link"
+        );
+    });
+}
+
+#[test]
+fn a_sealed_message_to_nobody_fails_and_one_never_receipted_expires() {
+    common::paused_runtime().block_on(async {
+        let line = common::line(3, NodeSettings::default()).await;
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        // No node has this id: its keys never come.
+        let nobody = x0_protocols::Identity::from_seed([99; 32]).id();
+        let lost = line.nodes[0]
+            .send_sealed(nobody, b"hello?".to_vec(), None)
+            .await
+            .unwrap();
+        // The destination is up but crashes before it can answer with a receipt.
+        let gone = line.nodes[0]
+            .send_sealed(line.ids[2], b"first".to_vec(), Some(2_000))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        line.network.attach(2, None);
+        line.network.set_up(2, false);
+        let late = line.nodes[0]
+            .send_sealed(line.ids[2], b"second".to_vec(), Some(2_000))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        let outbox = line.nodes[0].outbox().await.unwrap();
+        let find = |id: u64| outbox.iter().find(|e| e.message_id == id).unwrap();
+        assert_eq!(find(lost).status, MessageStatus::Failed, "{:?}", find(lost));
+        assert!(find(lost).reason.as_deref().unwrap_or("").contains("keys"));
+        assert_eq!(find(gone).status, MessageStatus::Delivered);
+        assert_eq!(
+            find(late).status,
+            MessageStatus::Expired,
+            "{:?}",
+            find(late)
         );
     });
 }

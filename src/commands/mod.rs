@@ -6,6 +6,7 @@ pub mod keygen;
 pub mod ledger;
 pub mod ledger_bench;
 pub mod node;
+pub mod outbox;
 pub mod peers;
 pub mod routes;
 pub mod send;

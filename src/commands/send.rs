@@ -40,7 +40,8 @@ pub fn run(args: SendArgs) -> Result<()> {
     let answer = super::post_json(&url, &body)?;
     if args.encrypt {
         println!(
-            "sent a message sealed end to end to {}",
+            "message {} sealed end to end for {} (follow it with `x0tta6bl4 outbox`)",
+            answer["message_id"],
             answer["destination"].as_str().unwrap_or("?")
         );
         return Ok(());
