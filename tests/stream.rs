@@ -54,3 +54,45 @@ fn messages_arrive_on_the_event_stream_as_they_come() {
     assert_eq!(message["encrypted"], true);
     assert_eq!(message["from"], a.id().as_str());
 }
+
+#[test]
+fn a_file_sent_sealed_from_the_cli_arrives_whole_with_its_name_and_type() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let a = NodeProcess::start(dir.path(), "a", None);
+    let b = NodeProcess::start(dir.path(), "b", Some(a.p2p_port));
+    let id_b = b.id();
+    // 200 KB: it travels in two sealed parts.
+    let photo: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
+    let path = dir.path().join("holiday.png");
+    std::fs::write(&path, &photo).unwrap();
+    let api = format!("http://127.0.0.1:{}", a.api_port);
+    wait_for(
+        "the sealed file to be accepted",
+        Duration::from_secs(60),
+        || {
+            let out = common::run(&[
+                "send",
+                "--api",
+                &api,
+                "--to",
+                &id_b,
+                "--encrypt",
+                "--file",
+                path.to_str().unwrap(),
+            ]);
+            out.status.success().then_some(())
+        },
+    );
+    let message = wait_for("the file at b", Duration::from_secs(60), || {
+        b.get("/api/v1/messages")?
+            .as_array()?
+            .iter()
+            .find(|m| m["name"] == "holiday.png")
+            .cloned()
+    });
+    assert_eq!(message["encrypted"], true);
+    assert_eq!(message["kind"], "image");
+    assert_eq!(message["mime"], "image/png");
+    assert_eq!(message["size"], 200_000);
+    assert_eq!(message["hex"].as_str().unwrap(), hex::encode(&photo));
+}

@@ -15,7 +15,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 use x0_protocols::crypto::seal::{E2eKeys, E2ePublic, open_sealed, seal_to_public};
-use x0_protocols::e2e::{self, E2eMessage, Letter, ReceiptStatus};
+use x0_protocols::e2e::{self, ContentKind, E2eMessage, Letter, ReceiptStatus};
 use x0_protocols::forwarding::{Delivered, Service};
 use x0_protocols::{Identity, NodeId};
 
@@ -49,6 +49,14 @@ pub enum MessageStatus {
     Expired,
 }
 
+/// What a message to be sent is: its kind and, for files and media, name and MIME type.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outgoing {
+    pub kind: ContentKind,
+    pub name: Option<String>,
+    pub mime: Option<String>,
+}
+
 /// One message this node sent sealed, for `/api/v1/outbox`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutboxEntry {
@@ -67,6 +75,7 @@ pub enum E2eMsg {
     Send {
         destination: NodeId,
         plaintext: Vec<u8>,
+        content: Outgoing,
         ttl_ms: Option<u64>,
         reply: Option<RpcReplyPort<u64>>,
     },
@@ -92,9 +101,13 @@ pub struct E2eArgs {
 struct Waiting {
     message_id: u64,
     plaintext: Vec<u8>,
+    content: Outgoing,
     since: tokio::time::Instant,
 }
 
+/// Messages arriving in parts held at once, and how long one may take to complete.
+const MAX_PARTIAL: usize = 64;
+const PARTIAL_TIMEOUT_MS: u64 = 120_000;
 /// Sealed messages remembered in the outbox, oldest forgotten first.
 const MAX_OUTBOX: usize = 10_000;
 /// How long a sent message may take to be delivered before it counts as expired.
@@ -116,6 +129,7 @@ pub struct E2eState {
     rng: ChaCha20Rng,
     outbox: BTreeMap<u64, Tracked>,
     next_message_id: u64,
+    assembler: e2e::Assembler,
     clock: crate::clock::NodeClock,
 }
 
@@ -139,6 +153,7 @@ impl Actor for E2eActor {
             next_message_id: rand::RngCore::next_u64(&mut rng) >> 1,
             rng,
             outbox: BTreeMap::new(),
+            assembler: e2e::Assembler::new(MAX_PARTIAL, PARTIAL_TIMEOUT_MS),
             clock: crate::clock::NodeClock::start(),
             args,
             known: BTreeMap::new(),
@@ -159,10 +174,16 @@ impl Actor for E2eActor {
             E2eMsg::Send {
                 destination,
                 plaintext,
+                content,
                 ttl_ms,
                 reply,
             } => {
-                let id = state.send(destination, plaintext, ttl_ms.unwrap_or(DEFAULT_TTL_MS));
+                let id = state.send(
+                    destination,
+                    plaintext,
+                    content,
+                    ttl_ms.unwrap_or(DEFAULT_TTL_MS),
+                );
                 if let Some(reply) = reply {
                     let _ = reply.send(id);
                 }
@@ -208,7 +229,13 @@ impl E2eState {
     }
 
     /// Accepts a message for sending and returns its id; the outbox follows it.
-    fn send(&mut self, destination: NodeId, plaintext: Vec<u8>, ttl_ms: u64) -> u64 {
+    fn send(
+        &mut self,
+        destination: NodeId,
+        plaintext: Vec<u8>,
+        content: Outgoing,
+        ttl_ms: u64,
+    ) -> u64 {
         let message_id = self.next_message_id;
         self.next_message_id = self.next_message_id.wrapping_add(1);
         let now_ms = self.clock.now().0;
@@ -231,7 +258,7 @@ impl E2eState {
         }
         metrics::counter!("x0_e2e_messages_total", "status" => "created").increment(1);
         if self.known.contains_key(&destination) || destination == self.args.identity.id() {
-            self.seal_and_route(destination, message_id, &plaintext);
+            self.seal_and_route(destination, message_id, &plaintext, content);
             return message_id;
         }
         if self.waiting_count >= MAX_WAITING {
@@ -242,6 +269,7 @@ impl E2eState {
         self.waiting.entry(destination).or_default().push(Waiting {
             message_id,
             plaintext,
+            content,
             since: tokio::time::Instant::now(),
         });
         let now = tokio::time::Instant::now();
@@ -261,24 +289,49 @@ impl E2eState {
         self.set_status(message_id, MessageStatus::Failed, Some(reason.to_string()));
     }
 
-    fn seal_and_route(&mut self, destination: NodeId, message_id: u64, plaintext: &[u8]) {
+    /// Seals each part of the message on its own and sends them all.
+    fn seal_and_route(
+        &mut self,
+        destination: NodeId,
+        message_id: u64,
+        plaintext: &[u8],
+        content: Outgoing,
+    ) {
+        if plaintext.len() > e2e::MAX_MESSAGE_BYTES {
+            self.fail(message_id, "message larger than 64 MiB");
+            return;
+        }
         let public = match self.known.get(&destination) {
             Some(p) => p.clone(),
             None => self.keys.public().clone(),
         };
-        let letter = Letter {
+        let letters = e2e::split(
             message_id,
-            body: plaintext.to_vec(),
-        }
-        .encode();
-        match seal_to_public(&public, &self.args.identity, &letter, &mut self.rng) {
-            Ok(sealed) => {
-                metrics::counter!("x0_e2e_messages_total", "status" => "sent").increment(1);
-                self.route(destination, &E2eMessage::Sealed(sealed));
-                self.set_status(message_id, MessageStatus::Sent, None);
+            content.kind,
+            content.name,
+            content.mime,
+            plaintext,
+        );
+        let mut sealed = Vec::with_capacity(letters.len());
+        for letter in letters {
+            match seal_to_public(
+                &public,
+                &self.args.identity,
+                &letter.encode(),
+                &mut self.rng,
+            ) {
+                Ok(part) => sealed.push(part),
+                Err(e) => {
+                    self.fail(message_id, &format!("could not seal: {e}"));
+                    return;
+                }
             }
-            Err(e) => self.fail(message_id, &format!("could not seal: {e}")),
         }
+        for part in sealed {
+            self.route(destination, &E2eMessage::Sealed(part));
+        }
+        metrics::counter!("x0_e2e_messages_total", "status" => "sent").increment(1);
+        self.set_status(message_id, MessageStatus::Sent, None);
     }
 
     fn inbound(&mut self, delivered: Delivered) {
@@ -308,28 +361,40 @@ impl E2eState {
                 }
                 for w in self.waiting.remove(&delivered.origin).unwrap_or_default() {
                     self.waiting_count -= 1;
-                    self.seal_and_route(delivered.origin, w.message_id, &w.plaintext);
+                    self.seal_and_route(delivered.origin, w.message_id, &w.plaintext, w.content);
                 }
             }
             E2eMessage::Sealed(bytes) => {
-                let letter = open_sealed(&self.keys, &bytes, Some(delivered.origin))
+                let now = self.clock.now();
+                let origin = delivered.origin;
+                let letter = open_sealed(&self.keys, &bytes, Some(origin))
                     .map_err(|e| e.reason())
-                    .and_then(|opened| Letter::decode(&opened.plaintext).map_err(|_| "letter"));
+                    .and_then(|opened| Letter::decode(&opened.plaintext).map_err(|_| "letter"))
+                    .and_then(|letter| {
+                        let id = letter.message_id;
+                        self.assembler
+                            .add(origin, letter, now)
+                            .map(|done| done.map(|whole| (id, whole)))
+                            .map_err(|e| e.reason())
+                    });
                 match letter {
-                    Ok(letter) => {
+                    // More parts to come.
+                    Ok(None) => {}
+                    Ok(Some((message_id, (meta, body)))) => {
                         metrics::counter!("x0_e2e_opened_total").increment(1);
                         self.route(
-                            delivered.origin,
+                            origin,
                             &E2eMessage::Receipt {
-                                message_id: letter.message_id,
+                                message_id,
                                 status: ReceiptStatus::Delivered,
                             },
                         );
                         // The application sees the sender's message id, which is what a
                         // read receipt names.
                         self.args.observer.delivered(Delivered {
-                            id: letter.message_id,
-                            payload: letter.body,
+                            id: message_id,
+                            payload: body,
+                            content: Some(meta),
                             ..delivered
                         });
                     }
@@ -380,6 +445,22 @@ impl E2eState {
         }
         self.requested
             .retain(|_, at| now.duration_since(*at) < KEY_WAIT);
+        // A key request lost on the way (no route yet, a dropped relay) is asked again
+        // while messages still wait for the answer.
+        let again: Vec<NodeId> = self
+            .waiting
+            .keys()
+            .filter(|d| {
+                self.requested
+                    .get(*d)
+                    .is_none_or(|at| now.duration_since(*at) >= REQUEST_EVERY)
+            })
+            .copied()
+            .collect();
+        for destination in again {
+            self.requested.insert(destination, now);
+            self.route(destination, &E2eMessage::KeyRequest);
+        }
         let now_ms = self.clock.now().0;
         let expired: Vec<u64> = self
             .outbox

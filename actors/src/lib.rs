@@ -120,7 +120,8 @@ impl NodeHandle {
     }
 
     /// Sends `plaintext` sealed to `destination`'s end-to-end keys (fetched from it over
-    /// the mesh the first time), so relays carry it but cannot read or alter it. Returns
+    /// the mesh the first time), so relays carry it but cannot read or alter it; large
+    /// messages go in parts, joined and checked against their SHA-256 there. Returns
     /// the message's id at once; [`NodeHandle::outbox`] follows it from created to sent,
     /// delivered (the destination's signed receipt) and read, or failed or expired
     /// (`ttl_ms`, default [`e2e::DEFAULT_TTL_MS`]).
@@ -128,12 +129,14 @@ impl NodeHandle {
         &self,
         destination: NodeId,
         plaintext: Vec<u8>,
+        content: e2e::Outgoing,
         ttl_ms: Option<u64>,
     ) -> Result<u64, ActorError> {
         self.query(|reply| {
             NodeMsg::E2e(e2e::E2eMsg::Send {
                 destination,
                 plaintext,
+                content,
                 ttl_ms,
                 reply: Some(reply),
             })

@@ -11,8 +11,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use x0_actors::e2e::Outgoing;
 use x0_actors::{ActorError, ForwardingStats, NodeHandle, SendError};
 use x0_protocols::NodeId;
+use x0_protocols::e2e::ContentKind;
 
 use crate::inbox::{Inbox, InboxMessage};
 use crate::p2p;
@@ -299,6 +301,23 @@ struct SendBody {
     /// Sealed messages: how long it may take to be delivered before its status turns
     /// to expired (default 60 s).
     ttl_ms: Option<u64>,
+    /// Sealed messages: text (default), file, image, audio, video or notice.
+    kind: Option<String>,
+    /// Sealed files and media: the file name and MIME type.
+    name: Option<String>,
+    mime: Option<String>,
+}
+
+fn content_kind(name: &str) -> Option<ContentKind> {
+    Some(match name {
+        "text" => ContentKind::Text,
+        "file" => ContentKind::File,
+        "image" => ContentKind::Image,
+        "audio" => ContentKind::Audio,
+        "video" => ContentKind::Video,
+        "notice" => ContentKind::Notice,
+        _ => return None,
+    })
 }
 
 async fn send(State(state): State<Arc<ApiState>>, Json(body): Json<SendBody>) -> Response {
@@ -319,10 +338,31 @@ async fn send(State(state): State<Arc<ApiState>>, Json(body): Json<SendBody>) ->
             );
         }
     };
+    if !body.encrypt && (body.kind.is_some() || body.name.is_some() || body.mime.is_some()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "kind, name and mime describe sealed messages: add \"encrypt\": true",
+        );
+    }
     if body.encrypt {
+        let kind = match body.kind.as_deref().map(content_kind) {
+            None => ContentKind::Text,
+            Some(Some(kind)) => kind,
+            Some(None) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "kind: must be text, file, image, audio, video or notice",
+                );
+            }
+        };
+        let content = Outgoing {
+            kind,
+            name: body.name,
+            mime: body.mime,
+        };
         return match state
             .node
-            .send_sealed(destination, payload, body.ttl_ms)
+            .send_sealed(destination, payload, content, body.ttl_ms)
             .await
         {
             Ok(message_id) => (
@@ -376,6 +416,13 @@ struct MessageBody {
     hops: u8,
     received_at_unix_ms: u64,
     encrypted: bool,
+    /// Sealed messages: text, file, image, audio, video or notice, with a file's name,
+    /// MIME type, size and SHA-256 (checked on arrival).
+    kind: Option<ContentKind>,
+    name: Option<String>,
+    mime: Option<String>,
+    size: Option<u64>,
+    sha256: Option<String>,
     /// The payload as text when it is UTF-8.
     text: Option<String>,
     hex: String,
@@ -390,6 +437,11 @@ impl From<InboxMessage> for MessageBody {
             hops: m.hops,
             received_at_unix_ms: m.received_at_unix_ms,
             encrypted: m.encrypted,
+            kind: m.content.as_ref().map(|c| c.kind),
+            name: m.content.as_ref().and_then(|c| c.name.clone()),
+            mime: m.content.as_ref().and_then(|c| c.mime.clone()),
+            size: m.content.as_ref().map(|c| c.size),
+            sha256: m.content.as_ref().map(|c| hex::encode(c.sha256)),
             hex: hex::encode(&m.payload),
             text: String::from_utf8(m.payload).ok(),
         }

@@ -27,6 +27,8 @@ pub struct InboxMessage {
     pub received_at_unix_ms: u64,
     /// Arrived sealed end to end (only this node could read it on the way).
     pub encrypted: bool,
+    /// What a sealed message is (kind, file name, MIME type, size, SHA-256).
+    pub content: Option<x0_protocols::e2e::ContentMeta>,
     pub payload: Vec<u8>,
 }
 
@@ -71,6 +73,7 @@ impl Inbox {
                 hops: delivered.hops,
                 received_at_unix_ms,
                 encrypted: delivered.service == x0_protocols::forwarding::Service::E2e,
+                content: delivered.content,
                 payload: delivered.payload,
             });
             while state.messages.len() > self.capacity {
@@ -126,6 +129,7 @@ mod tests {
             service: x0_protocols::forwarding::Service::App,
             payload: vec![n],
             hops: 1,
+            content: None,
         }
     }
 

@@ -61,6 +61,9 @@ pub struct Delivered {
     pub payload: Vec<u8>,
     /// Links it crossed.
     pub hops: u8,
+    /// What the message is (kind, file name, MIME type, checksum), for messages that
+    /// arrived sealed end to end; `None` for plain ones.
+    pub content: Option<crate::e2e::ContentMeta>,
 }
 
 /// Why a relay addressed to us was refused at the destination.
@@ -115,6 +118,7 @@ pub fn open(me: NodeId, relay: Relay) -> Result<Delivered, OpenError> {
         service: data.service,
         payload: data.payload,
         hops: relay.hops,
+        content: None,
     })
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 mod common;
 
 use x0_actors::NodeSettings;
-use x0_actors::e2e::{MessageStatus, OutboxEntry};
+use x0_actors::e2e::{MessageStatus, OutboxEntry, Outgoing};
 use x0_protocols::forwarding::Service;
 
 const SECRET: &[u8] = b"sealed-marker: the vault code is 7731";
@@ -46,7 +46,7 @@ fn relays_never_carry_the_plaintext_of_a_sealed_message() {
         );
 
         let message_id = nodes[0]
-            .send_sealed(ids[3], SECRET.to_vec(), None)
+            .send_sealed(ids[3], SECRET.to_vec(), Outgoing::default(), None)
             .await
             .expect("sealed send");
         nodes[0]
@@ -115,19 +115,29 @@ fn a_sealed_message_to_nobody_fails_and_one_never_receipted_expires() {
         // No node has this id: its keys never come.
         let nobody = x0_protocols::Identity::from_seed([99; 32]).id();
         let lost = line.nodes[0]
-            .send_sealed(nobody, b"hello?".to_vec(), None)
+            .send_sealed(nobody, b"hello?".to_vec(), Outgoing::default(), None)
             .await
             .unwrap();
         // The destination is up but crashes before it can answer with a receipt.
         let gone = line.nodes[0]
-            .send_sealed(line.ids[2], b"first".to_vec(), Some(2_000))
+            .send_sealed(
+                line.ids[2],
+                b"first".to_vec(),
+                Outgoing::default(),
+                Some(2_000),
+            )
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
         line.network.attach(2, None);
         line.network.set_up(2, false);
         let late = line.nodes[0]
-            .send_sealed(line.ids[2], b"second".to_vec(), Some(2_000))
+            .send_sealed(
+                line.ids[2],
+                b"second".to_vec(),
+                Outgoing::default(),
+                Some(2_000),
+            )
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_secs(12)).await;
@@ -141,6 +151,39 @@ fn a_sealed_message_to_nobody_fails_and_one_never_receipted_expires() {
             MessageStatus::Expired,
             "{:?}",
             find(late)
+        );
+    });
+}
+
+#[test]
+fn a_large_file_travels_sealed_in_parts_and_arrives_whole_with_its_metadata() {
+    common::paused_runtime().block_on(async {
+        let line = common::line(3, NodeSettings::default()).await;
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        // 300 KB: three sealed parts.
+        let photo: Vec<u8> = (0..300_000u32).map(|i| (i * 31 % 251) as u8).collect();
+        let content = Outgoing {
+            kind: x0_protocols::e2e::ContentKind::Image,
+            name: Some("photo.jpg".into()),
+            mime: Some("image/jpeg".into()),
+        };
+        let id = line.nodes[0]
+            .send_sealed(line.ids[2], photo.clone(), content, None)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let got = line.received.lock().unwrap().clone();
+        let arrived = got.iter().find(|d| d.id == id).expect("the photo arrived");
+        assert_eq!(arrived.payload, photo);
+        let meta = arrived.content.as_ref().expect("with its description");
+        assert_eq!(meta.kind, x0_protocols::e2e::ContentKind::Image);
+        assert_eq!(meta.name.as_deref(), Some("photo.jpg"));
+        assert_eq!(meta.mime.as_deref(), Some("image/jpeg"));
+        assert_eq!(meta.size, 300_000);
+        let outbox = line.nodes[0].outbox().await.unwrap();
+        assert_eq!(
+            outbox.iter().find(|e| e.message_id == id).map(|e| e.status),
+            Some(MessageStatus::Delivered)
         );
     });
 }

@@ -32,7 +32,16 @@ pub fn run(args: SendArgs) -> Result<()> {
         (Some(path), _) => {
             let bytes =
                 std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            json!({ "to": args.to, "hex": hex::encode(bytes), "encrypt": args.encrypt })
+            let mut body =
+                json!({ "to": args.to, "hex": hex::encode(bytes), "encrypt": args.encrypt });
+            if args.encrypt {
+                // Sealed files travel with their name, type and checksum.
+                let mime = mime_of(path);
+                body["kind"] = json!(kind_of(mime));
+                body["mime"] = json!(mime);
+                body["name"] = json!(path.file_name().map(|n| n.to_string_lossy().into_owned()));
+            }
+            body
         }
         (None, Some(text)) => json!({ "to": args.to, "text": text, "encrypt": args.encrypt }),
         (None, None) => bail!("give the text to send or --file"),
@@ -53,4 +62,49 @@ pub fn run(args: SendArgs) -> Result<()> {
         answer["next_hop"].as_str().unwrap_or("?")
     );
     Ok(())
+}
+
+/// A MIME type from the file's extension: enough for the receiver to show it.
+fn mime_of(path: &std::path::Path) -> &'static str {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "mp3" => "audio/mpeg",
+        "wav" => "audio/wav",
+        "ogg" | "oga" => "audio/ogg",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        "txt" => "text/plain",
+        "json" => "application/json",
+        "pdf" => "application/pdf",
+        _ => "application/octet-stream",
+    }
+}
+
+fn kind_of(mime: &str) -> &'static str {
+    match mime.split('/').next() {
+        Some("image") => "image",
+        Some("audio") => "audio",
+        Some("video") => "video",
+        _ => "file",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_get_a_type_and_kind_from_their_extension() {
+        assert_eq!(mime_of(std::path::Path::new("a/photo.JPG")), "image/jpeg");
+        assert_eq!(kind_of(mime_of(std::path::Path::new("song.mp3"))), "audio");
+        assert_eq!(kind_of(mime_of(std::path::Path::new("clip.webm"))), "video");
+        assert_eq!(kind_of(mime_of(std::path::Path::new("notes"))), "file");
+    }
 }
