@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Ledger throughput on three validators over loopback, as recorded in BENCHMARKS.md.
 #
-#   scripts/ledger-bench.sh [clients] [seconds] [max_payload_entries]
+#   scripts/ledger-bench.sh [clients] [seconds] [max_payload_entries] [entries per request]
 #
 # Builds the release binary, creates three node identities in a temporary directory,
 # starts three validators on 127.0.0.1, waits for a leader, runs
@@ -12,6 +12,7 @@ set -euo pipefail
 clients=${1:-32}
 seconds=${2:-10}
 batch=${3:-64}
+per_request=${4:-1}
 
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
@@ -66,4 +67,4 @@ done
 
 [ -n "${PROFILE:-}" ] && (sleep 3; perf record -F 499 -g -p "${pids[0]}" -o "$PROFILE" -- sleep 5 >/dev/null 2>&1) &
 "$bin" ledger bench --api 127.0.0.1:47201,127.0.0.1:47202,127.0.0.1:47203 \
-    --clients "$clients" --seconds "$seconds"
+    --clients "$clients" --seconds "$seconds" --batch "$per_request"

@@ -200,6 +200,33 @@ fn a_damaged_ledger_store_is_refused_at_start_and_never_replaced() {
     let mut node =
         NodeProcess::start_with(dir.path(), "solo", free_port(), &[], &ledger_section(&[id]));
     assert_eq!(append_eventually(&node, "kept"), 1);
+    // A batch is proposed together and answered in order; retried, it is applied once.
+    let batch = serde_json::json!({ "entries": [
+        { "text": "b1", "request_id": "batch-1" },
+        { "type": "config", "key": "k", "value": "v", "request_id": "batch-2" },
+        { "text": "b3", "request_id": "batch-3" },
+    ]})
+    .to_string();
+    for duplicate in [false, true] {
+        let (code, answer) =
+            http_post(node.api_port, "/api/v1/ledger/entries/batch", &batch).expect("batch");
+        assert_eq!(code, 201, "{answer}");
+        let applied: Value = serde_json::from_str(&answer).unwrap();
+        let positions: Vec<u64> = applied
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["position"].as_u64().unwrap())
+            .collect();
+        assert_eq!(positions, vec![2, 3, 4]);
+        assert!(
+            applied
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|a| a["duplicate"] == duplicate)
+        );
+    }
     node.kill();
 
     let store = dir.path().join("solo-data").join("ledger.redb");

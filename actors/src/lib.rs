@@ -175,6 +175,17 @@ impl NodeHandle {
             .await
     }
 
+    /// Appends several commands proposed together (they share log flushes and
+    /// replication rounds); answered in order, each applied at most once however often
+    /// the batch is retried.
+    pub async fn ledger_append_many(
+        &self,
+        commands: Vec<Command>,
+    ) -> Result<Vec<Applied>, LedgerError> {
+        self.ledger_query(|reply| ledger::LedgerMsg::AppendMany { commands, reply })
+            .await
+    }
+
     /// Reads up to `limit` entries from 1-based position `from`. Linearizable reads go
     /// through the leader; others read this node's replica (or the leader's, on a node
     /// that keeps none).

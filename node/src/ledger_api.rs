@@ -25,6 +25,7 @@ pub(crate) fn routes() -> Router<Arc<ApiState>> {
     Router::new()
         .route("/api/v1/ledger/status", get(status))
         .route("/api/v1/ledger/entries", get(read).post(append))
+        .route("/api/v1/ledger/entries/batch", post(append_batch))
         .route("/api/v1/ledger/membership", post(change_membership))
 }
 
@@ -182,6 +183,73 @@ async fn append(State(state): State<Arc<ApiState>>, Json(body): Json<AppendBody>
                 "position": applied.position,
                 "duplicate": applied.duplicate,
             })),
+        )
+            .into_response(),
+        Err(e) => ledger_error(e),
+    }
+}
+
+/// Most entries one batch carries, and their total body bytes: the batch crosses the
+/// mesh to the leader as one routed message.
+pub const MAX_BATCH: usize = 256;
+pub const MAX_BATCH_BYTES: usize = 128 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    entries: Vec<AppendBody>,
+}
+
+/// `POST /api/v1/ledger/entries/batch`: several entries proposed together, so they share
+/// log flushes and replication rounds; answered in order.
+async fn append_batch(
+    State(state): State<Arc<ApiState>>,
+    Json(batch): Json<BatchBody>,
+) -> Response {
+    if batch.entries.is_empty() || batch.entries.len() > MAX_BATCH {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "entries: between 1 and {MAX_BATCH}, got {}",
+                batch.entries.len()
+            ),
+        );
+    }
+    let mut commands = Vec::with_capacity(batch.entries.len());
+    let mut bytes = 0;
+    for (i, body) in batch.entries.into_iter().enumerate() {
+        let entry = match entry_of(&body) {
+            Ok(entry) => entry,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("entries[{i}]: {e}")),
+        };
+        bytes += match &entry {
+            EntryKind::App { body } | EntryKind::Dao { body } => body.len(),
+            EntryKind::Config { key, value } => key.len() + value.len(),
+            EntryKind::Membership { .. } => 32,
+        };
+        commands.push(Command {
+            submitted_by: state.node.id(),
+            request_id: body.request_id,
+            entry,
+        });
+    }
+    if bytes > MAX_BATCH_BYTES {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a batch carries at most {MAX_BATCH_BYTES} bytes of entries, got {bytes}"),
+        );
+    }
+    match state.node.ledger_append_many(commands).await {
+        Ok(applied) => (
+            StatusCode::CREATED,
+            Json(
+                applied
+                    .iter()
+                    .map(
+                        |a| serde_json::json!({ "position": a.position, "duplicate": a.duplicate }),
+                    )
+                    .collect::<Vec<_>>(),
+            ),
         )
             .into_response(),
         Err(e) => ledger_error(e),

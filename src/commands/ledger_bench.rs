@@ -28,6 +28,9 @@ pub struct BenchArgs {
     /// Bytes of each entry's body.
     #[arg(long, default_value_t = 64)]
     size: usize,
+    /// Entries per request (POST /api/v1/ledger/entries/batch when above 1).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -41,6 +44,9 @@ struct Totals {
 pub fn run(args: BenchArgs) -> Result<()> {
     if args.clients == 0 || args.seconds == 0 {
         bail!("--clients and --seconds must be at least 1");
+    }
+    if args.batch == 0 || args.batch > 256 {
+        bail!("--batch must be between 1 and 256");
     }
     if args.size == 0 || args.size > x0_protocols::ledger::MAX_ENTRY_BYTES {
         bail!(
@@ -63,12 +69,23 @@ async fn bench(args: BenchArgs) -> Result<()> {
     let urls: Vec<String> = args
         .api
         .iter()
-        .map(|a| format!("{}/api/v1/ledger/entries", super::api_base(a)))
+        .map(|a| {
+            let path = if args.batch > 1 {
+                "entries/batch"
+            } else {
+                "entries"
+            };
+            format!("{}/api/v1/ledger/{path}", super::api_base(a))
+        })
         .collect();
     // One write first: fails fast with a clear message when no ledger answers.
     let probe = client
         .post(&urls[0])
-        .json(&json!({ "text": "bench-probe" }))
+        .json(&if args.batch > 1 {
+            json!({ "entries": [{ "text": "bench-probe" }] })
+        } else {
+            json!({ "text": "bench-probe" })
+        })
         .send()
         .await
         .with_context(|| format!("cannot reach {}", urls[0]))?;
@@ -89,6 +106,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
     let run_id = std::process::id();
     let started = Instant::now();
     let mut tasks = Vec::new();
+    let batch = args.batch;
     for c in 0..args.clients {
         let (client, url, body) = (client.clone(), urls[c % urls.len()].clone(), body.clone());
         let (stop, totals) = (stop.clone(), totals.clone());
@@ -97,13 +115,19 @@ async fn bench(args: BenchArgs) -> Result<()> {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
-                let entry =
-                    json!({ "text": body, "request_id": format!("bench-{run_id}-{c}-{n}") });
+                let entry = |k: usize| {
+                    json!({ "text": body, "request_id": format!("bench-{run_id}-{c}-{n}-{k}") })
+                };
+                let request = if batch > 1 {
+                    json!({ "entries": (0..batch).map(entry).collect::<Vec<_>>() })
+                } else {
+                    entry(0)
+                };
                 let t = Instant::now();
-                match client.post(&url).json(&entry).send().await {
+                match client.post(&url).json(&request).send().await {
                     Ok(r) if r.status() == reqwest::StatusCode::CREATED => {
                         latencies_us.push(t.elapsed().as_micros() as u64);
-                        totals.committed.fetch_add(1, Ordering::Relaxed);
+                        totals.committed.fetch_add(batch as u64, Ordering::Relaxed);
                     }
                     _ => {
                         totals.failed.fetch_add(1, Ordering::Relaxed);
@@ -136,6 +160,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
             "{}",
             json!({
                 "clients": args.clients,
+                "batch": args.batch,
                 "seconds": elapsed,
                 "committed": committed,
                 "failed": failed,
@@ -146,9 +171,10 @@ async fn bench(args: BenchArgs) -> Result<()> {
         );
     } else {
         println!(
-            "{committed} entries committed in {elapsed:.1} s by {} clients: {rate:.0} entries/s; \
-             commit latency p50 {:.2} ms, p99 {:.2} ms; {failed} failed",
+            "{committed} entries committed in {elapsed:.1} s by {} clients, {} per request: \
+             {rate:.0} entries/s; commit latency p50 {:.2} ms, p99 {:.2} ms; {failed} failed requests",
             args.clients,
+            args.batch,
             pct(0.5),
             pct(0.99)
         );

@@ -181,6 +181,10 @@ pub enum LedgerMsg {
         command: Command,
         reply: RpcReplyPort<Result<Applied, LedgerError>>,
     },
+    AppendMany {
+        commands: Vec<Command>,
+        reply: RpcReplyPort<Result<Vec<Applied>, LedgerError>>,
+    },
     Read {
         from: u64,
         limit: u32,
@@ -347,6 +351,31 @@ impl Actor for LedgerActor {
                         .await
                         .and_then(|response| match response {
                             Response::Written(applied) => Ok(applied),
+                            other => Err(LedgerError::Refused(format!("{other:?}"))),
+                        });
+                    let _ = reply.send(result);
+                });
+            }
+            LedgerMsg::AppendMany {
+                mut commands,
+                reply,
+            } => {
+                if let Some(e) = commands.iter().find_map(|c| c.validate().err()) {
+                    let _ = reply.send(Err(LedgerError::Invalid(e.to_string())));
+                    return Ok(());
+                }
+                for command in commands.iter_mut().filter(|c| c.request_id.is_none()) {
+                    state.next_request += 1;
+                    command.request_id =
+                        Some(format!("{}-{}", state.request_prefix, state.next_request));
+                }
+                let client = state.client(&myself);
+                tokio::spawn(async move {
+                    let result = client
+                        .at_leader(|| Request::WriteMany(commands.clone()))
+                        .await
+                        .and_then(|response| match response {
+                            Response::WrittenMany(applied) => Ok(applied),
                             other => Err(LedgerError::Refused(format!("{other:?}"))),
                         });
                     let _ = reply.send(result);
@@ -707,6 +736,32 @@ async fn serve(
             }
             Err(e) => write_error(e),
         },
+        Request::WriteMany(commands) => {
+            // All proposed before any is awaited: they ride the same flushes and rounds.
+            let mut pending = Vec::with_capacity(commands.len());
+            for command in commands {
+                match raft.client_write_ff(command).await {
+                    Ok(rx) => pending.push(rx),
+                    Err(e) => return Response::Refused(e.to_string()),
+                }
+            }
+            let mut applied = Vec::with_capacity(pending.len());
+            for rx in pending {
+                match rx.await {
+                    Ok(Ok(r)) => applied.push(r.data),
+                    Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
+                        return Response::NotLeader {
+                            leader: f.leader_id,
+                        };
+                    }
+                    Ok(Err(e)) => return Response::Refused(e.to_string()),
+                    Err(_) => return Response::Refused("the leader stopped".into()),
+                }
+            }
+            metrics::counter!("x0_ledger_commits_total").increment(applied.len() as u64);
+            metrics::histogram!("x0_ledger_commit_seconds").record(started.elapsed().as_secs_f64());
+            Response::WrittenMany(applied)
+        }
         Request::Read { from, limit } => match raft.ensure_linearizable().await {
             Ok(_) => view.read(|m| Response::Records {
                 records: m.state.read(from, limit as usize).to_vec(),

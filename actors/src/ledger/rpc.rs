@@ -51,6 +51,9 @@ pub enum Request {
     InstallSnapshot(InstallSnapshotRequest<LedgerRaftConfig>),
     /// A client write, to be proposed by the leader.
     Write(Command),
+    /// Client writes proposed together, so they share log flushes and replication
+    /// rounds; answered in order.
+    WriteMany(Vec<Command>),
     /// A linearizable read at the leader.
     Read {
         from: u64,
@@ -68,6 +71,7 @@ impl Request {
             Request::Vote(_) => "vote",
             Request::InstallSnapshot(_) => "install_snapshot",
             Request::Write(_) => "write",
+            Request::WriteMany(_) => "write_many",
             Request::Read { .. } => "read",
             Request::Status => "status",
             Request::ChangeMembership(_) => "change_membership",
@@ -81,6 +85,7 @@ pub enum Response {
     Vote(VoteResponse<NodeId>),
     InstallSnapshot(InstallSnapshotResponse<NodeId>),
     Written(Applied),
+    WrittenMany(Vec<Applied>),
     Records {
         records: Vec<Record>,
         total: u64,
