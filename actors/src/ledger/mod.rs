@@ -333,53 +333,40 @@ impl Actor for LedgerActor {
         match message {
             LedgerMsg::Inbound { from, payload } => state.inbound(from, &payload),
             LedgerMsg::Call { to, request, reply } => state.call(to, request, reply),
-            LedgerMsg::Append { mut command, reply } => {
-                if let Err(e) = command.validate() {
-                    let _ = reply.send(Err(LedgerError::Invalid(e.to_string())));
+            LedgerMsg::Append { command, reply } => {
+                let mut commands = [command];
+                if let Err(e) = state.prepare(&mut commands) {
+                    let _ = reply.send(Err(e));
                     return Ok(());
                 }
-                if command.request_id.is_none() {
-                    // Our own retries must be idempotent too.
-                    state.next_request += 1;
-                    command.request_id =
-                        Some(format!("{}-{}", state.request_prefix, state.next_request));
-                }
-                let client = state.client(&myself);
-                tokio::spawn(async move {
-                    let result = client
-                        .at_leader(|| Request::Write(command.clone()))
-                        .await
-                        .and_then(|response| match response {
-                            Response::Written(applied) => Ok(applied),
-                            other => Err(LedgerError::Refused(format!("{other:?}"))),
-                        });
-                    let _ = reply.send(result);
-                });
+                let [command] = commands;
+                answer_at_leader(
+                    state.client(&myself),
+                    move || Request::Write(command.clone()),
+                    |response| match response {
+                        Response::Written(applied) => Ok(applied),
+                        other => Err(other),
+                    },
+                    reply,
+                );
             }
             LedgerMsg::AppendMany {
                 mut commands,
                 reply,
             } => {
-                if let Some(e) = commands.iter().find_map(|c| c.validate().err()) {
-                    let _ = reply.send(Err(LedgerError::Invalid(e.to_string())));
+                if let Err(e) = state.prepare(&mut commands) {
+                    let _ = reply.send(Err(e));
                     return Ok(());
                 }
-                for command in commands.iter_mut().filter(|c| c.request_id.is_none()) {
-                    state.next_request += 1;
-                    command.request_id =
-                        Some(format!("{}-{}", state.request_prefix, state.next_request));
-                }
-                let client = state.client(&myself);
-                tokio::spawn(async move {
-                    let result = client
-                        .at_leader(|| Request::WriteMany(commands.clone()))
-                        .await
-                        .and_then(|response| match response {
-                            Response::WrittenMany(applied) => Ok(applied),
-                            other => Err(LedgerError::Refused(format!("{other:?}"))),
-                        });
-                    let _ = reply.send(result);
-                });
+                answer_at_leader(
+                    state.client(&myself),
+                    move || Request::WriteMany(commands.clone()),
+                    |response| match response {
+                        Response::WrittenMany(applied) => Ok(applied),
+                        other => Err(other),
+                    },
+                    reply,
+                );
             }
             LedgerMsg::Read {
                 from,
@@ -398,19 +385,15 @@ impl Actor for LedgerActor {
                     let _ = reply.send(Ok(result));
                     return Ok(());
                 }
-                let client = state.client(&myself);
-                tokio::spawn(async move {
-                    let result = client
-                        .at_leader(|| Request::Read { from, limit })
-                        .await
-                        .and_then(|response| match response {
-                            Response::Records { records, total } => {
-                                Ok(ReadResult { records, total })
-                            }
-                            other => Err(LedgerError::Refused(format!("{other:?}"))),
-                        });
-                    let _ = reply.send(result);
-                });
+                answer_at_leader(
+                    state.client(&myself),
+                    move || Request::Read { from, limit },
+                    |response| match response {
+                        Response::Records { records, total } => Ok(ReadResult { records, total }),
+                        other => Err(other),
+                    },
+                    reply,
+                );
             }
             LedgerMsg::Status(reply) => {
                 if let (Some(raft), Some(view)) = (&state.raft, &state.view)
@@ -419,36 +402,30 @@ impl Actor for LedgerActor {
                     let _ = reply.send(Ok(status(&raft.0, view, state.leader_changes)));
                     return Ok(());
                 }
-                let client = state.client(&myself);
                 let me = state.me;
-                tokio::spawn(async move {
-                    let result = client
-                        .at_leader(|| Request::Status)
-                        .await
-                        .and_then(|response| match response {
-                            Response::Status(status) => Ok(LedgerStatus {
-                                id: me,
-                                role: "member".into(),
-                                ..*status
-                            }),
-                            other => Err(LedgerError::Refused(format!("{other:?}"))),
-                        });
-                    let _ = reply.send(result);
-                });
+                answer_at_leader(
+                    state.client(&myself),
+                    || Request::Status,
+                    move |response| match response {
+                        Response::Status(status) => Ok(LedgerStatus {
+                            id: me,
+                            role: "member".into(),
+                            ..*status
+                        }),
+                        other => Err(other),
+                    },
+                    reply,
+                );
             }
-            LedgerMsg::ChangeMembership { change, reply } => {
-                let client = state.client(&myself);
-                tokio::spawn(async move {
-                    let result = client
-                        .at_leader(|| Request::ChangeMembership(change.clone()))
-                        .await
-                        .and_then(|response| match response {
-                            Response::Status(status) => Ok(*status),
-                            other => Err(LedgerError::Refused(format!("{other:?}"))),
-                        });
-                    let _ = reply.send(result);
-                });
-            }
+            LedgerMsg::ChangeMembership { change, reply } => answer_at_leader(
+                state.client(&myself),
+                move || Request::ChangeMembership(change.clone()),
+                |response| match response {
+                    Response::Status(status) => Ok(*status),
+                    other => Err(other),
+                },
+                reply,
+            ),
             LedgerMsg::LeaderHint(leader) => state.leader_hint = Some(leader),
             LedgerMsg::Members(members) => state.publish_members(members),
             LedgerMsg::Tick => {
@@ -460,7 +437,36 @@ impl Actor for LedgerActor {
     }
 }
 
+/// Runs a client request at the leader on a task of its own and answers `reply` with
+/// what `extract` takes from the response (any other response is a refusal).
+fn answer_at_leader<T: Send + 'static>(
+    client: Client,
+    request: impl Fn() -> Request + Send + 'static,
+    extract: impl FnOnce(Response) -> Result<T, Response> + Send + 'static,
+    reply: RpcReplyPort<Result<T, LedgerError>>,
+) {
+    tokio::spawn(async move {
+        let result = client.at_leader(request).await.and_then(|response| {
+            extract(response).map_err(|other| LedgerError::Refused(format!("{other:?}")))
+        });
+        let _ = reply.send(result);
+    });
+}
+
 impl LedgerActorState {
+    /// Checks client commands and gives an id to those without one: our own retries
+    /// must be idempotent too.
+    fn prepare(&mut self, commands: &mut [Command]) -> Result<(), LedgerError> {
+        if let Some(e) = commands.iter().find_map(|c| c.validate().err()) {
+            return Err(LedgerError::Invalid(e.to_string()));
+        }
+        for command in commands.iter_mut().filter(|c| c.request_id.is_none()) {
+            self.next_request += 1;
+            command.request_id = Some(format!("{}-{}", self.request_prefix, self.next_request));
+        }
+        Ok(())
+    }
+
     /// Whether Raft replicates to this node. A replica outside the membership (one that
     /// may be added later) has nothing to say yet and asks the leader instead.
     fn in_membership(&self) -> bool {
