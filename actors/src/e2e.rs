@@ -96,6 +96,7 @@ pub struct E2eArgs {
     pub observer: Arc<dyn NodeObserver>,
     /// Seeds the ephemeral keys of sealed boxes: OS randomness in a real node.
     pub rng_seed: [u8; 32],
+    pub clock: crate::clock::NodeClock,
 }
 
 struct Waiting {
@@ -154,7 +155,7 @@ impl Actor for E2eActor {
             rng,
             outbox: BTreeMap::new(),
             assembler: e2e::Assembler::new(MAX_PARTIAL, PARTIAL_TIMEOUT_MS),
-            clock: crate::clock::NodeClock::start(),
+            clock: args.clock,
             args,
             known: BTreeMap::new(),
             known_order: VecDeque::new(),

@@ -256,6 +256,7 @@ impl NodeSupervisor {
     async fn spawn_e2e(
         myself: &ActorRef<NodeMsg>,
         args: &NodeArgs,
+        clock: NodeClock,
         incarnation: u64,
     ) -> Result<ActorRef<E2eMsg>, ActorProcessingErr> {
         let mut rng_seed = args.crypto_seed;
@@ -269,6 +270,7 @@ impl NodeSupervisor {
             supervisor: myself.clone(),
             observer: args.observer.clone(),
             rng_seed,
+            clock,
         };
         let (actor, _) = Actor::spawn_linked(None, E2eActor, e2e_args, myself.get_cell()).await?;
         Ok(actor)
@@ -313,7 +315,7 @@ impl Actor for NodeSupervisor {
         let routing = Self::spawn_routing(&myself, &args, clock, Vec::new(), 0).await?;
         let sessions = Self::spawn_sessions(&myself, &args, clock, 0).await?;
         let ledger = Self::spawn_ledger(&myself, &args, 0).await?;
-        let e2e = Self::spawn_e2e(&myself, &args, 0).await?;
+        let e2e = Self::spawn_e2e(&myself, &args, clock, 0).await?;
         Ok(NodeState {
             clock,
             discovery,
@@ -543,7 +545,7 @@ impl Actor for NodeSupervisor {
             state.ledger = Self::spawn_ledger(&myself, &state.args, state.restarts).await?;
         } else if is_same(&cell, &state.e2e.get_cell()) {
             state.note_restart(Subsystem::E2e, &why)?;
-            state.e2e = Self::spawn_e2e(&myself, &state.args, state.restarts).await?;
+            state.e2e = Self::spawn_e2e(&myself, &state.args, state.clock, state.restarts).await?;
         } else if is_same(&cell, &state.sessions.get_cell()) {
             state.note_restart(Subsystem::Sessions, &why)?;
             state.sessions =

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::seal::{E2eKeys, E2ePublic};
+use crate::crypto::sha256;
 use crate::{Identity, Millis, NodeId};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,11 +85,6 @@ pub const PART_BYTES: usize = 128 * 1024;
 /// Largest message accepted, in all its parts.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).into()
-}
-
 /// Cuts a message into the letters that carry it.
 pub fn split(
     message_id: u64,
@@ -102,7 +98,7 @@ pub fn split(
         name,
         mime,
         size: bytes.len() as u64,
-        sha256: sha256(bytes),
+        sha256: sha256(&[bytes]),
     };
     let chunks: Vec<&[u8]> = if bytes.is_empty() {
         vec![bytes]
@@ -218,7 +214,7 @@ impl Assembler {
 }
 
 fn finish(meta: ContentMeta, bytes: Vec<u8>) -> Result<(ContentMeta, Vec<u8>), AssembleError> {
-    if bytes.len() as u64 != meta.size || sha256(&bytes) != meta.sha256 {
+    if bytes.len() as u64 != meta.size || sha256(&[&bytes]) != meta.sha256 {
         return Err(AssembleError::Integrity);
     }
     Ok((meta, bytes))

@@ -865,6 +865,14 @@ fn status(raft: &Raft, view: &StateView, leader_changes: u64) -> LedgerStatus {
         ServerState::Learner => "learner",
         ServerState::Shutdown => "shutdown",
     };
+    // One look at the applied state, so the three figures agree with each other.
+    let (entries, snapshots_installed, members) = view.read(|m| {
+        (
+            m.state.len(),
+            m.snapshots_installed,
+            m.state.members().iter().copied().collect(),
+        )
+    });
     LedgerStatus {
         id: metrics.id,
         role: role.into(),
@@ -875,9 +883,9 @@ fn status(raft: &Raft, view: &StateView, leader_changes: u64) -> LedgerStatus {
         commit_index: metrics.last_applied.map_or(0, |l| l.index),
         last_log_index: metrics.last_log_index.unwrap_or(0),
         snapshot_index: metrics.snapshot.map(|l| l.index),
-        entries: view.read(|m| m.state.len()),
-        snapshots_installed: view.read(|m| m.snapshots_installed),
-        members: view.read(|m| m.state.members().iter().copied().collect()),
+        entries,
+        snapshots_installed,
+        members,
         voters: voters.into_iter().collect(),
         learners,
         joint: membership.get_joint_config().len() > 1,

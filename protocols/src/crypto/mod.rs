@@ -18,6 +18,7 @@
 mod aead;
 pub mod handshake;
 mod hybrid;
+pub(crate) use hybrid::sha256;
 pub mod seal;
 pub mod session;
 
