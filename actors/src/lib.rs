@@ -5,6 +5,7 @@
 //! import a transport; the node (libp2p) and the simulator (virtual links) plug in below.
 
 pub mod clock;
+pub mod crdt;
 pub mod discovery;
 pub mod e2e;
 pub mod ledger;
@@ -21,6 +22,7 @@ use ractor::{Actor, ActorRef};
 use tokio::task::JoinHandle;
 use x0_protocols::NodeId;
 
+pub use crdt::{Change, CrdtSettings, CrdtStatus, CrdtStore, RegistryRecord};
 pub use discovery::NeighborInfo;
 pub use ledger::{
     LedgerError, LedgerSettings, LedgerStatus, LedgerStore, MembershipChange, ReadResult,
@@ -31,6 +33,7 @@ pub use port::{Inbound, NetworkPort, PortError, Topic};
 pub use routing::{ForwardingStats, RouteEntry, SendError, Sent};
 pub use sessions::{Admission, SessionInfo};
 pub use supervisor::{NodeArgs, NodeMsg, NodeSettings, NodeStatus, NodeSupervisor, Subsystem};
+use x0_protocols::crdt::{EntryError, Key, SignedEntry};
 pub use x0_protocols::forwarding::Delivered;
 use x0_protocols::forwarding::Service;
 use x0_protocols::ledger::{Applied, Command};
@@ -45,6 +48,10 @@ pub enum ActorError {
     Timeout(Duration),
     #[error(transparent)]
     Send(#[from] SendError),
+    #[error("the write was refused: {0}")]
+    Refused(#[from] EntryError),
+    #[error("this node runs without CRDT sync")]
+    CrdtDisabled,
 }
 
 /// How long a query to a running node's actors may take before we call it hung.
@@ -238,6 +245,85 @@ impl NodeHandle {
             Err(_) => Err(LedgerError::Unavailable(
                 LEDGER_QUERY_TIMEOUT.as_millis() as u64
             )),
+        }
+    }
+
+    /// Writes `value` at `name` in the application key space `space` (any space not
+    /// starting with `x0/`), signed by this node. It replicates to every node; when two
+    /// nodes write the same key, the later stamp wins everywhere.
+    pub async fn crdt_put(
+        &self,
+        space: &str,
+        name: impl Into<Vec<u8>>,
+        value: Vec<u8>,
+    ) -> Result<std::sync::Arc<SignedEntry>, ActorError> {
+        self.crdt_write(Key::new(space, name), Some(value)).await
+    }
+
+    /// Deletes `name` in `space` everywhere (a tombstone, collected after the policy's
+    /// tombstone expiry).
+    pub async fn crdt_delete(
+        &self,
+        space: &str,
+        name: impl Into<Vec<u8>>,
+    ) -> Result<std::sync::Arc<SignedEntry>, ActorError> {
+        self.crdt_write(Key::new(space, name), None).await
+    }
+
+    async fn crdt_write(
+        &self,
+        key: Key,
+        value: Option<Vec<u8>>,
+    ) -> Result<std::sync::Arc<SignedEntry>, ActorError> {
+        Ok(self
+            .crdt_query(|reply| crdt::CrdtMsg::Write { key, value, reply })
+            .await??)
+    }
+
+    /// This replica's entry at `name` in `space` (a tombstone has no value).
+    pub async fn crdt_get(
+        &self,
+        space: &str,
+        name: impl Into<Vec<u8>>,
+    ) -> Result<Option<std::sync::Arc<SignedEntry>>, ActorError> {
+        let key = Key::new(space, name);
+        self.crdt_query(|reply| crdt::CrdtMsg::Get { key, reply })
+            .await
+    }
+
+    /// Every entry of one key space in this replica, tombstones included.
+    pub async fn crdt_space(
+        &self,
+        space: &str,
+    ) -> Result<Vec<std::sync::Arc<SignedEntry>>, ActorError> {
+        let space = space.to_string();
+        self.crdt_query(|reply| crdt::CrdtMsg::Space { space, reply })
+            .await
+    }
+
+    /// Every node's signed record, as this replica knows them.
+    pub async fn registry(&self) -> Result<Vec<RegistryRecord>, ActorError> {
+        self.crdt_query(crdt::CrdtMsg::Registry).await
+    }
+
+    pub async fn crdt_status(&self) -> Result<CrdtStatus, ActorError> {
+        self.crdt_query(crdt::CrdtMsg::Status).await
+    }
+
+    /// Every change to this replica from now on (writes here and merges from peers).
+    /// A receiver that falls more than 1,024 changes behind skips the oldest.
+    pub async fn crdt_watch(&self) -> Result<tokio::sync::broadcast::Receiver<Change>, ActorError> {
+        self.query(NodeMsg::CrdtWatch).await
+    }
+
+    async fn crdt_query<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(ractor::RpcReplyPort<T>) -> crdt::CrdtMsg,
+    ) -> Result<T, ActorError> {
+        // The supervisor drops the request when CRDT sync is off, which closes the port.
+        match self.query(|reply| NodeMsg::Crdt(make(reply))).await {
+            Err(ActorError::Down) if self.is_running() => Err(ActorError::CrdtDisabled),
+            other => other,
         }
     }
 

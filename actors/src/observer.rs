@@ -5,6 +5,7 @@
 //! actor's own task, so an observer must be quick and must not block.
 
 use x0_protocols::NodeId;
+use x0_protocols::crdt::SignedEntry;
 use x0_protocols::forwarding::Delivered;
 
 pub trait NodeObserver: Send + Sync + 'static {
@@ -16,6 +17,10 @@ pub trait NodeObserver: Send + Sync + 'static {
     fn link_down(&self, _neighbor: NodeId) {}
     /// The failure detector began to suspect `neighbor`.
     fn suspected(&self, _neighbor: NodeId) {}
+    /// The CRDT replica took an entry newer than what its key held.
+    fn crdt_applied(&self, _entry: &SignedEntry) {}
+    /// The CRDT replica's fingerprint changed to `root`.
+    fn crdt_root(&self, _root: u64) {}
 }
 
 /// Observes nothing.

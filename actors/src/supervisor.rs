@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde::{Deserialize, Serialize};
+use x0_protocols::crdt::Verifier;
 use x0_protocols::discovery::DiscoveryConfig;
 use x0_protocols::failure::FailureConfig;
 use x0_protocols::forwarding::{Delivered, ForwardingConfig, Service};
@@ -15,6 +16,7 @@ use x0_protocols::routing::{RoutingConfig, link_cost};
 use x0_protocols::{Envelope, Identity, Kind, NodeId};
 
 use crate::clock::NodeClock;
+use crate::crdt::{Change, CrdtActor, CrdtArgs, CrdtMsg, CrdtSettings, CrdtStore};
 use crate::discovery::{DiscoveryActor, DiscoveryArgs, DiscoveryMsg, LinkEvent, NeighborInfo};
 use crate::e2e::{E2eActor, E2eArgs, E2eMsg};
 use crate::ledger::{LedgerActor, LedgerArgs, LedgerMsg, LedgerSettings, LedgerStore};
@@ -38,6 +40,8 @@ pub struct NodeSettings {
     pub admission: Admission,
     /// The Raft ledger; `None` runs the node without one.
     pub ledger: Option<LedgerSettings>,
+    /// CRDT sync (the registry and application key spaces); `None` runs without it.
+    pub crdt: Option<CrdtSettings>,
     /// Bytes of relayed traffic each link peer may hand us, over a sliding window;
     /// beyond it its relays are dropped unacknowledged (so it routes around us).
     pub relay_limit: RateLimit,
@@ -60,6 +64,7 @@ impl Default for NodeSettings {
             forwarding: ForwardingConfig::default(),
             admission: Admission::Open,
             ledger: None,
+            crdt: Some(CrdtSettings::default()),
             relay_limit: RateLimit::default(),
             inbound_queue_limit: 1024,
             max_restarts: 10,
@@ -81,6 +86,13 @@ pub struct NodeArgs {
     /// Where the ledger keeps Raft's log (a redb file in a real node, redb in memory in
     /// the simulator). `None` with a ledger configured: a fresh store in memory.
     pub ledger_store: Option<LedgerStore>,
+    /// Mesh time (milliseconds) when the node starts: Unix time in a real node, virtual
+    /// time since the run began in the simulator. CRDT stamps and expiry count in it.
+    pub mesh_epoch_ms: u64,
+    /// Where the CRDT state is saved; `None`: not saved.
+    pub crdt_store: Option<CrdtStore>,
+    /// Checks CRDT entries' signatures (see [`Verifier`]).
+    pub verifier: Arc<dyn Verifier>,
 }
 
 /// The subsystems a supervisor owns, for fault injection and metric labels.
@@ -92,6 +104,7 @@ pub enum Subsystem {
     Sessions,
     Ledger,
     E2e,
+    Crdt,
 }
 
 impl Subsystem {
@@ -102,6 +115,7 @@ impl Subsystem {
             Subsystem::Sessions => "sessions",
             Subsystem::Ledger => "ledger",
             Subsystem::E2e => "e2e",
+            Subsystem::Crdt => "crdt",
         }
     }
 }
@@ -146,6 +160,10 @@ pub enum NodeMsg {
     LedgerMembers(BTreeSet<NodeId>),
     /// For the ledger actor (client requests from the node's owner).
     Ledger(Box<LedgerMsg>),
+    /// For the CRDT actor (reads and writes from the node's owner).
+    Crdt(CrdtMsg),
+    /// A receiver of every change to the CRDT state from now on.
+    CrdtWatch(RpcReplyPort<tokio::sync::broadcast::Receiver<Change>>),
     /// From routing: this neighbor stopped acknowledging relays.
     Unresponsive(NodeId),
     /// Fault injection: make a child panic.
@@ -161,6 +179,10 @@ pub struct NodeState {
     sessions: ActorRef<SessionMsg>,
     ledger: Option<ActorRef<LedgerMsg>>,
     e2e: ActorRef<E2eMsg>,
+    crdt: Option<ActorRef<CrdtMsg>>,
+    crdt_pending: Arc<AtomicUsize>,
+    /// Outlives CRDT actor restarts, so watchers keep watching.
+    crdt_changes: tokio::sync::broadcast::Sender<Change>,
     /// Link peers whose envelope signature has been checked since their link came up.
     verified_links: BTreeSet<NodeId>,
     /// Strangers to a closed mesh already refused (and logged) once.
@@ -276,6 +298,34 @@ impl NodeSupervisor {
         Ok(actor)
     }
 
+    async fn spawn_crdt(
+        myself: &ActorRef<NodeMsg>,
+        args: &NodeArgs,
+        clock: NodeClock,
+        pending: Arc<AtomicUsize>,
+        changes: tokio::sync::broadcast::Sender<Change>,
+        incarnation: u64,
+    ) -> Result<Option<ActorRef<CrdtMsg>>, ActorProcessingErr> {
+        let Some(settings) = args.settings.crdt.clone() else {
+            return Ok(None);
+        };
+        let crdt_args = CrdtArgs {
+            identity: args.identity.clone(),
+            port: args.port.clone(),
+            settings,
+            clock,
+            epoch_ms: args.mesh_epoch_ms,
+            seed: (args.seed ^ incarnation.wrapping_mul(0x94D0_49BB_1331_11EB)).rotate_left(7),
+            store: args.crdt_store.clone(),
+            verifier: args.verifier.clone(),
+            changes,
+            observer: args.observer.clone(),
+            pending,
+        };
+        let (actor, _) = Actor::spawn_linked(None, CrdtActor, crdt_args, myself.get_cell()).await?;
+        Ok(Some(actor))
+    }
+
     async fn spawn_ledger(
         myself: &ActorRef<NodeMsg>,
         args: &NodeArgs,
@@ -316,7 +366,21 @@ impl Actor for NodeSupervisor {
         let sessions = Self::spawn_sessions(&myself, &args, clock, 0).await?;
         let ledger = Self::spawn_ledger(&myself, &args, 0).await?;
         let e2e = Self::spawn_e2e(&myself, &args, clock, 0).await?;
+        let crdt_pending = Arc::new(AtomicUsize::new(0));
+        let (crdt_changes, _) = tokio::sync::broadcast::channel(1024);
+        let crdt = Self::spawn_crdt(
+            &myself,
+            &args,
+            clock,
+            crdt_pending.clone(),
+            crdt_changes.clone(),
+            0,
+        )
+        .await?;
         Ok(NodeState {
+            crdt,
+            crdt_pending,
+            crdt_changes,
             clock,
             discovery,
             discovery_pending: pending,
@@ -355,6 +419,9 @@ impl Actor for NodeSupervisor {
                     LinkEvent::Cost { .. } => {}
                 }
                 let _ = state.sessions.cast(SessionMsg::Link(event));
+                if let Some(crdt) = &state.crdt {
+                    let _ = crdt.cast(CrdtMsg::Link(event));
+                }
                 state.tell_routing(RoutingMsg::Link(event));
             }
             NodeMsg::Routes(reply) => {
@@ -440,6 +507,21 @@ impl Actor for NodeSupervisor {
             }
             NodeMsg::E2e(message) => {
                 let _ = state.e2e.cast(message);
+            }
+            NodeMsg::Crdt(message) => {
+                // Without CRDT sync the message (and its reply port) is dropped, which
+                // the caller sees as the subsystem being down.
+                if let Some(crdt) = &state.crdt {
+                    let _ = crdt.cast(message);
+                }
+            }
+            NodeMsg::CrdtWatch(reply) => {
+                let _ = reply.send(state.crdt_changes.subscribe());
+            }
+            NodeMsg::Crash(Subsystem::Crdt, reason) => {
+                if let Some(crdt) = &state.crdt {
+                    crdt.stop(Some(format!("injected fault: {reason}")));
+                }
             }
             NodeMsg::Service(delivered) if delivered.service == Service::E2e => {
                 let _ = state.e2e.cast(E2eMsg::Inbound(delivered));
@@ -543,6 +625,34 @@ impl Actor for NodeSupervisor {
         {
             state.note_restart(Subsystem::Ledger, &why)?;
             state.ledger = Self::spawn_ledger(&myself, &state.args, state.restarts).await?;
+        } else if state
+            .crdt
+            .as_ref()
+            .is_some_and(|c| is_same(&cell, &c.get_cell()))
+        {
+            state.note_restart(Subsystem::Crdt, &why)?;
+            state.crdt_pending.store(0, Ordering::Relaxed);
+            state.crdt = Self::spawn_crdt(
+                &myself,
+                &state.args,
+                state.clock,
+                state.crdt_pending.clone(),
+                state.crdt_changes.clone(),
+                state.restarts,
+            )
+            .await?;
+            // It starts from its saved state; its links come from discovery's table.
+            if let (Some(crdt), Ok(ractor::rpc::CallResult::Success(neighbors))) = (
+                &state.crdt,
+                state.discovery.call(DiscoveryMsg::Neighbors, None).await,
+            ) {
+                for n in neighbors {
+                    let _ = crdt.cast(CrdtMsg::Link(LinkEvent::Up {
+                        neighbor: n.id,
+                        cost: link_cost(n.loss, n.rtt_ms),
+                    }));
+                }
+            }
         } else if is_same(&cell, &state.e2e.get_cell()) {
             state.note_restart(Subsystem::E2e, &why)?;
             state.e2e = Self::spawn_e2e(&myself, &state.args, state.clock, state.restarts).await?;
@@ -600,7 +710,15 @@ impl NodeState {
             self.drop_inbound("not_from_link_peer");
             return;
         }
-        if !self.authenticate_link_peer(&envelope) {
+        if envelope.kind == Kind::Crdt {
+            // Unsigned (see `Envelope::link_local`): it rides on a link whose peer has
+            // already proved its key with a signed envelope; until then it is dropped,
+            // and anti-entropy asks again.
+            if !self.verified_links.contains(&envelope.from) {
+                self.drop_inbound("unauthenticated_link");
+                return;
+            }
+        } else if !self.authenticate_link_peer(&envelope) {
             self.drop_inbound("bad_signature");
             return;
         }
@@ -665,6 +783,23 @@ impl NodeState {
             }
             // Data travels only inside relays; handshakes were handled above.
             Kind::Data | Kind::Handshake => self.drop_inbound("unexpected_kind"),
+            Kind::Crdt => {
+                let Some(crdt) = &self.crdt else {
+                    self.drop_inbound("crdt_disabled");
+                    return;
+                };
+                if self.crdt_pending.load(Ordering::Relaxed)
+                    >= self.args.settings.inbound_queue_limit
+                {
+                    self.drop_inbound("queue_full");
+                    return;
+                }
+                self.crdt_pending.fetch_add(1, Ordering::Relaxed);
+                if crdt.cast(CrdtMsg::Inbound(envelope)).is_err() {
+                    self.crdt_pending.fetch_sub(1, Ordering::Relaxed);
+                    self.drop_inbound("actor_down");
+                }
+            }
             Kind::Beacon | Kind::Probe => {
                 let limit = self.args.settings.inbound_queue_limit;
                 if self.discovery_pending.load(Ordering::Relaxed) >= limit {

@@ -53,6 +53,9 @@ async fn spawn_node(port: Arc<RecordingPort>) -> NodeHandle {
         observer: Arc::new(x0_actors::NoObserver),
         crypto_seed: [7; 32],
         ledger_store: None,
+        mesh_epoch_ms: 0,
+        crdt_store: None,
+        verifier: Arc::new(x0_protocols::crdt::DirectVerifier),
     })
     .await
     .expect("node starts")

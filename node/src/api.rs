@@ -47,6 +47,7 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         )
         .route("/api/v1/outbox", get(outbox))
         .merge(crate::ledger_api::routes())
+        .merge(crate::crdt_api::routes())
         .with_state(state)
 }
 

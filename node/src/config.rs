@@ -117,6 +117,21 @@ struct FileConfig {
     #[serde(default)]
     security: FileSecurity,
     ledger: Option<FileLedger>,
+    #[serde(default)]
+    crdt: FileCrdt,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCrdt {
+    enabled: Option<bool>,
+    record_expiry_ms: Option<u64>,
+    refresh_ms: Option<u64>,
+    tombstone_expiry_ms: Option<u64>,
+    announce_ms: Option<u64>,
+    anti_entropy_ms: Option<u64>,
+    #[serde(default)]
+    roles: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -230,6 +245,9 @@ pub struct NodeConfig {
     pub ledger: Option<x0_actors::LedgerSettings>,
     /// Relayed bytes each neighbor may hand this node per second, over a sliding window.
     pub relay_limit: x0_protocols::ratelimit::RateLimit,
+    /// CRDT sync and the node registry; `None` (`crdt.enabled = false`) runs without.
+    /// Its `addresses` are filled in at start from where the node listens.
+    pub crdt: Option<x0_actors::CrdtSettings>,
 }
 
 /// Default listen addresses of a node started from a file without `network.listen`.
@@ -264,6 +282,7 @@ impl NodeConfig {
             admission: x0_actors::Admission::Open,
             ledger: None,
             relay_limit: x0_protocols::ratelimit::RateLimit::default(),
+            crdt: Some(x0_actors::CrdtSettings::default()),
         }
     }
 
@@ -405,6 +424,23 @@ impl NodeConfig {
                 client_timeout_ms: l.client_timeout_ms.unwrap_or(defaults.client_timeout_ms),
             });
         }
+        let c = raw.crdt;
+        if c.enabled == Some(false) {
+            config.crdt = None;
+        } else if let Some(crdt) = &mut config.crdt {
+            if let Some(v) = c.record_expiry_ms {
+                crdt.policy.record_expiry_ms = v;
+                // The refresh follows the expiry unless it is set too.
+                crdt.refresh_ms = v / 3;
+            }
+            crdt.refresh_ms = c.refresh_ms.unwrap_or(crdt.refresh_ms);
+            crdt.policy.tombstone_expiry_ms = c
+                .tombstone_expiry_ms
+                .unwrap_or(crdt.policy.tombstone_expiry_ms);
+            crdt.sync.announce_ms = c.announce_ms.unwrap_or(crdt.sync.announce_ms);
+            crdt.sync.anti_entropy_ms = c.anti_entropy_ms.unwrap_or(crdt.sync.anti_entropy_ms);
+            crdt.roles = c.roles;
+        }
         if let Some(v) = raw.security.relay_bytes_per_s {
             config.relay_limit.bytes_per_s = v;
         }
@@ -509,6 +545,9 @@ impl NodeConfig {
         if let Some(ledger) = &self.ledger {
             validate_ledger(origin, ledger)?;
         }
+        if let Some(crdt) = &self.crdt {
+            validate_crdt(origin, crdt)?;
+        }
         if matches!(self.admission, x0_actors::Admission::Ledger { .. }) && self.ledger.is_none() {
             return Err(ConfigError::invalid(
                 origin,
@@ -594,9 +633,46 @@ impl NodeConfig {
             },
             ledger: self.ledger.clone(),
             relay_limit: self.relay_limit.clone(),
+            crdt: self.crdt.clone(),
             ..defaults
         }
     }
+}
+
+fn validate_crdt(origin: &str, c: &x0_actors::CrdtSettings) -> Result<(), ConfigError> {
+    in_range(
+        origin,
+        "crdt.record_expiry_ms",
+        c.policy.record_expiry_ms,
+        1_000,
+        30 * 86_400_000,
+    )?;
+    if c.refresh_ms < 100 || c.refresh_ms >= c.policy.record_expiry_ms {
+        return Err(ConfigError::invalid(
+            origin,
+            "crdt.refresh_ms",
+            format!(
+                "must be at least 100 and below crdt.record_expiry_ms ({}), got {}",
+                c.policy.record_expiry_ms, c.refresh_ms
+            ),
+        ));
+    }
+    in_range(
+        origin,
+        "crdt.tombstone_expiry_ms",
+        c.policy.tombstone_expiry_ms,
+        1_000,
+        365 * 86_400_000,
+    )?;
+    in_range(origin, "crdt.announce_ms", c.sync.announce_ms, 1, 10_000)?;
+    in_range(
+        origin,
+        "crdt.anti_entropy_ms",
+        c.sync.anti_entropy_ms,
+        50,
+        600_000,
+    )?;
+    Ok(())
 }
 
 /// Most validators a ledger may name: Raft's quorum traffic grows with every voter.

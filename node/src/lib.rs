@@ -22,6 +22,7 @@
 
 pub mod api;
 pub mod config;
+pub mod crdt_api;
 pub mod inbox;
 pub mod keystore;
 pub mod ledger_api;
@@ -206,18 +207,43 @@ impl NodeBuilder {
             Some(seed) => seed,
             None => u64::from_le_bytes(os_random()?),
         };
+        let mut settings = self.settings;
+        if let Some(crdt) = &mut settings.crdt {
+            // The registry record says where to reach us and what we do.
+            crdt.addresses = swarm
+                .control
+                .listen_addrs()
+                .await
+                .iter()
+                .map(|a| format!("{a}/p2p/{}", identity.id()))
+                .collect();
+            if settings
+                .ledger
+                .as_ref()
+                .is_some_and(|l| l.validators.contains(&identity.id()))
+            {
+                crdt.roles.push("validator".into());
+            }
+        }
+        let mesh_epoch_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         let inbox = Arc::new(Inbox::new(inbox::DEFAULT_CAPACITY));
         let sink = inbox.clone();
         let handle = Arc::new(
             NodeHandle::spawn(NodeArgs {
                 identity: identity.clone(),
                 port: Arc::new(swarm.port.clone()),
-                settings: self.settings,
+                settings,
                 seed,
                 observer: Arc::new(move |delivered| sink.push(delivered)),
                 // Session keys never come from the configurable seed.
                 crypto_seed: os_random()?,
                 ledger_store,
+                mesh_epoch_ms,
+                crdt_store: Some(x0_actors::CrdtStore::File(data_dir.join("crdt.bin"))),
+                verifier: Arc::new(x0_protocols::crdt::DirectVerifier),
             })
             .await?,
         );

@@ -12,7 +12,8 @@ use rand::seq::IndexedRandom;
 use rand::{Rng, RngCore};
 use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
-use x0_actors::{LedgerStore, NodeArgs, NodeHandle, NodeSettings};
+use x0_actors::{CrdtStore, LedgerStore, NodeArgs, NodeHandle, NodeSettings};
+use x0_protocols::crdt::{MemoVerifier, Verifier};
 use x0_protocols::{Identity, NodeId};
 
 use crate::faults::{FaultKind, FaultSpec};
@@ -35,6 +36,8 @@ enum Action {
     Strike(usize),
     Restart(u32),
     Restore(Vec<LinkKey>),
+    /// Restores a partition's crossing links (and times the CRDT state's convergence).
+    Heal(Vec<LinkKey>),
     Lift(u64),
     ChurnLeave,
 }
@@ -52,6 +55,12 @@ pub struct Mesh {
     pub ledger_stores: Vec<Option<LedgerStore>>,
     /// Indices of the ledger's validators (empty without a ledger).
     pub validators: Vec<u32>,
+    /// Each node's saved CRDT state, kept across its crashes as its disk would be.
+    pub crdt_stores: Vec<CrdtStore>,
+    /// Shared by every node: verifies each distinct CRDT entry once for the whole mesh.
+    pub verifier: Arc<dyn Verifier>,
+    /// Virtual time zero: mesh time (CRDT stamps) counts from here.
+    pub epoch: Instant,
     node_rng: ChaCha8Rng,
 }
 
@@ -73,6 +82,9 @@ impl Mesh {
             recorder: Recorder::default(),
             ledger_stores: vec![None; n],
             validators: Vec::new(),
+            crdt_stores: (0..n).map(|_| CrdtStore::memory()).collect(),
+            verifier: Arc::new(MemoVerifier::default()),
+            epoch: Instant::now(),
             node_rng,
         }
     }
@@ -80,10 +92,17 @@ impl Mesh {
     /// Starts node `index`'s actor tree (again, after a crash: same identity, empty tables).
     pub async fn start(&mut self, index: u32) -> Result<(), SimError> {
         let i = index as usize;
+        let mut settings = self.settings.clone();
+        if let Some(crdt) = &mut settings.crdt {
+            crdt.addresses = vec![format!("sim/{index}")];
+            if self.validators.contains(&index) {
+                crdt.roles.push("validator".into());
+            }
+        }
         let handle = NodeHandle::spawn(NodeArgs {
             identity: self.identities[i].clone(),
             port: self.network.port(index),
-            settings: self.settings.clone(),
+            settings,
             seed: self.node_rng.next_u64(),
             observer: self.recorder.observer(index, self.network.clone()),
             ledger_store: self.ledger_stores[i].clone(),
@@ -92,6 +111,9 @@ impl Mesh {
                 self.node_rng.fill_bytes(&mut seed);
                 seed
             },
+            mesh_epoch_ms: self.epoch.elapsed().as_millis() as u64,
+            crdt_store: Some(self.crdt_stores[i].clone()),
+            verifier: self.verifier.clone(),
         })
         .await
         .map_err(|e| SimError::NodeStart {
@@ -102,6 +124,9 @@ impl Mesh {
         self.network.set_up(index, true);
         self.network.attach(index, Some(handle.clone()));
         self.nodes[i] = Some(handle);
+        if let Some(tracker) = &mut self.recorder.lock().crdt {
+            tracker.node_up(index);
+        }
         Ok(())
     }
 
@@ -111,6 +136,9 @@ impl Mesh {
         self.network.set_up(index, false);
         if let Some(node) = self.nodes[index as usize].take() {
             node.stop();
+        }
+        if let Some(tracker) = &mut self.recorder.lock().crdt {
+            tracker.node_down(index, Instant::now());
         }
     }
 
@@ -269,6 +297,15 @@ impl Chaos {
                 }
                 self.changed();
             }
+            Action::Heal(links) => {
+                for link in links {
+                    mesh.network.restore(link);
+                }
+                if let Some(tracker) = &mut mesh.recorder.lock().crdt {
+                    tracker.heal_started(Instant::now());
+                }
+                self.changed();
+            }
             Action::Lift(id) => mesh.network.lift(id),
             Action::ChurnLeave => {
                 if let Some((interval, downtime)) = self.churn {
@@ -347,7 +384,7 @@ impl Chaos {
                 self.expected_detections += 2 * crossing.len();
                 self.changed();
                 if let Some(after) = fault.heal_after {
-                    self.schedule(now + after, Action::Restore(crossing));
+                    self.schedule(now + after, Action::Heal(crossing));
                 }
             }
             FaultKind::LossBurst | FaultKind::LatencySpike => {

@@ -7,6 +7,7 @@
 //! delay). Every random choice derives from the scenario's seed, so a run replays exactly.
 
 pub mod chaos;
+pub mod crdt_watch;
 pub mod faults;
 pub mod ledger_load;
 pub mod linearizability;

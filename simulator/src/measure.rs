@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use x0_actors::{Delivered, NodeObserver};
 use x0_protocols::NodeId;
+use x0_protocols::crdt::SignedEntry;
 
 use crate::net::SimNetwork;
 
@@ -74,6 +75,10 @@ pub struct Observations {
     pub messages: Vec<SentMessage>,
     pub repairs: Vec<Repair>,
     pub stray_deliveries: u64,
+    /// Present when the run has CRDT sync.
+    pub crdt: Option<crate::crdt_watch::CrdtTracker>,
+    /// CRDT bytes sent when the mesh's state first converged.
+    pub crdt_bootstrap_bytes: u64,
 }
 
 /// Shared between the run loop and every node's observer.
@@ -148,6 +153,25 @@ impl NodeObserver for SimObserver {
 
     fn suspected(&self, _neighbor: NodeId) {
         self.recorder.lock().suspicions += 1;
+    }
+
+    fn crdt_applied(&self, entry: &SignedEntry) {
+        if let Some(tracker) = &mut self.recorder.lock().crdt {
+            tracker.applied(self.index, entry, Instant::now());
+        }
+    }
+
+    fn crdt_root(&self, root: u64) {
+        let mut obs = self.recorder.lock();
+        let Some(tracker) = &mut obs.crdt else {
+            return;
+        };
+        let before = tracker.bootstrap_at;
+        tracker.root(self.index, root, Instant::now());
+        if before.is_none() && tracker.bootstrap_at.is_some() {
+            obs.crdt_bootstrap_bytes =
+                self.net.stats().bytes_by_kind[x0_protocols::Kind::Crdt.code() as usize];
+        }
     }
 }
 

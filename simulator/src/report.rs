@@ -31,6 +31,8 @@ pub struct Report {
     pub sessions: SessionsReport,
     /// Present when the run has a ledger.
     pub ledger: Option<crate::ledger_load::LedgerReport>,
+    /// Present when the run has CRDT sync.
+    pub crdt: Option<crate::crdt_watch::CrdtReport>,
     /// Peak resident memory of the whole process (Linux `VmHWM`); `None` elsewhere.
     pub peak_rss_bytes: Option<u64>,
     pub peak_rss_bytes_per_node: Option<u64>,
@@ -225,6 +227,32 @@ impl fmt::Display for Report {
                 l.leader_changes,
                 l.verdict
             )?;
+        }
+        if let Some(c) = &self.crdt {
+            writeln!(
+                f,
+                "crdt: registry converged in {} ({:.0} KB/node); {}/{} updates reached every node, p50 {} p99 {}; {:.0} B/node/s after; state {:.0} KB/node",
+                ms(c.bootstrap_ms.map(|v| v as f64)),
+                c.bootstrap_bytes_per_node / 1000.0,
+                c.converged,
+                c.updates,
+                ms(c.convergence_ms_p50),
+                ms(c.convergence_ms_p99),
+                c.bytes_per_node_per_s,
+                c.state_bytes_per_node / 1000.0,
+            )?;
+            if !c.heal_convergence_ms.is_empty() {
+                let heals: Vec<String> = c
+                    .heal_convergence_ms
+                    .iter()
+                    .map(|h| ms(h.map(|v| v as f64)))
+                    .collect();
+                writeln!(
+                    f,
+                    "crdt: converged after partition heals in {}",
+                    heals.join(", ")
+                )?;
+            }
         }
         let fd = &self.failure_detection;
         if fd.expected_detections > 0 || fd.false_suspicions > 0 || fd.suspicions > 0 {

@@ -10,6 +10,7 @@ use x0_actors::{NodeHandle, NodeSettings};
 use x0_protocols::{Identity, NodeId};
 
 use crate::chaos::{Chaos, Mesh, REPAIR_WINDOW};
+use crate::crdt_watch::{CrdtFigures, CrdtLoad, CrdtReport, CrdtTracker};
 use crate::ledger_load::{self, LedgerLoad};
 use crate::measure;
 use crate::net::SimNetwork;
@@ -114,9 +115,13 @@ async fn simulate(
         failure: scenario.failure_config(),
         routing: scenario.routing_config(),
         ledger: ledger.clone(),
+        crdt: scenario.crdt_settings(),
         ..NodeSettings::default()
     };
     let mut mesh = Mesh::new(identities, network.clone(), settings, seeds.stream());
+    if scenario.crdt.enabled {
+        mesh.recorder.lock().crdt = Some(CrdtTracker::new(scenario.nodes, mesh.epoch));
+    }
     if let Some(ledger) = &ledger {
         for (i, id) in ids.iter().enumerate() {
             if ledger.validators.contains(id) {
@@ -135,12 +140,21 @@ async fn simulate(
     let mut load = ledger
         .is_some()
         .then(|| LedgerLoad::new(&scenario.ledger, start, ledger_rng.clone()));
+    // Its own stream too, for the same reason as the ledger's.
+    let mut crdt_load = scenario.crdt.enabled.then(|| {
+        CrdtLoad::new(
+            &scenario.crdt,
+            start,
+            ChaCha8Rng::seed_from_u64(scenario.seed ^ 0xC4D7_5EED_0000_0002),
+        )
+    });
     let total = scenario.duration;
     let mut next_second = Duration::from_secs(1).min(total);
     loop {
         let due = [
             chaos.next_due(),
             load.as_ref().and_then(LedgerLoad::next_due),
+            crdt_load.as_ref().and_then(CrdtLoad::next_due),
         ]
         .into_iter()
         .flatten()
@@ -149,6 +163,9 @@ async fn simulate(
         chaos.run_due(&mut mesh).await?;
         if let Some(load) = &mut load {
             load.run_due(&mesh);
+        }
+        if let Some(crdt_load) = &mut crdt_load {
+            crdt_load.run_due(&mesh);
         }
         if due >= next_second {
             chaos.settle(&mesh);
@@ -250,6 +267,10 @@ async fn simulate(
         }
         _ => None,
     };
+    let crdt = match scenario.crdt.enabled {
+        true => Some(measure_crdt(&mesh, &live, virtual_seconds, &traffic).await?),
+        false => None,
+    };
     pump.abort();
     drop(live);
     for index in 0..scenario.nodes as u32 {
@@ -281,8 +302,43 @@ async fn simulate(
         overhead,
         sessions,
         ledger,
+        crdt,
         peak_rss_bytes: None,
         peak_rss_bytes_per_node: None,
+    })
+}
+
+/// The report's `crdt` section: the tracker's timings and every live node's state.
+async fn measure_crdt(
+    mesh: &Mesh,
+    live: &[Arc<NodeHandle>],
+    virtual_seconds: f64,
+    traffic: &crate::net::TrafficStats,
+) -> Result<CrdtReport, SimError> {
+    let (mut state_bytes, mut entries, mut rejected) = (0usize, 0usize, 0u64);
+    for (index, node) in live.iter().enumerate() {
+        let status = node.crdt_status().await.map_err(|e| SimError::NodeQuery {
+            index,
+            message: e.to_string(),
+        })?;
+        state_bytes += status.state_bytes;
+        entries += status.entries;
+        rejected += status.sync.rejected;
+    }
+    let obs = mesh.recorder.lock();
+    let live_count = live.len().max(1) as f64;
+    let figures = CrdtFigures {
+        nodes: mesh.nodes.len(),
+        virtual_seconds,
+        crdt_bytes: traffic.bytes_by_kind[x0_protocols::Kind::Crdt.code() as usize],
+        bootstrap_bytes: obs.crdt_bootstrap_bytes,
+        state_bytes_per_node: state_bytes as f64 / live_count,
+        entries_per_node: entries as f64 / live_count,
+        rejected,
+    };
+    Ok(match &obs.crdt {
+        Some(tracker) => tracker.report(figures),
+        None => CrdtTracker::new(0, mesh.epoch).report(figures),
     })
 }
 

@@ -60,6 +60,41 @@ pub struct Scenario {
     pub traffic: Option<TrafficSection>,
     #[serde(default)]
     pub ledger: LedgerSection,
+    #[serde(default)]
+    pub crdt: CrdtSection,
+}
+
+/// `[crdt]`: CRDT sync (the node registry, and a workload of application writes at
+/// random live nodes to time convergence). On unless `enabled = false`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CrdtSection {
+    pub enabled: bool,
+    /// Application writes per second over the whole mesh (to 100 keys).
+    pub writes_per_s: f64,
+    /// When the write workload begins.
+    #[serde(deserialize_with = "duration_from_str")]
+    pub start: Duration,
+    pub record_expiry_ms: u64,
+    /// `None`: a third of `record_expiry_ms`.
+    pub refresh_ms: Option<u64>,
+    pub announce_ms: u64,
+    pub anti_entropy_ms: u64,
+}
+
+impl Default for CrdtSection {
+    fn default() -> Self {
+        let settings = x0_actors::CrdtSettings::default();
+        CrdtSection {
+            enabled: true,
+            writes_per_s: 2.0,
+            start: Duration::from_secs(20),
+            record_expiry_ms: settings.policy.record_expiry_ms,
+            refresh_ms: None,
+            announce_ms: settings.sync.announce_ms,
+            anti_entropy_ms: settings.sync.anti_entropy_ms,
+        }
+    }
 }
 
 /// `[ledger]`: the Raft ledger among validators drawn from the seed, with a workload of
@@ -394,6 +429,45 @@ impl Scenario {
                 ),
             ));
         }
+        let c = &self.crdt;
+        if !(c.writes_per_s.is_finite() && (0.0..=10_000.0).contains(&c.writes_per_s)) {
+            return Err(invalid(
+                "crdt.writes_per_s",
+                format!("must be between 0 and 10000, got {}", c.writes_per_s),
+            ));
+        }
+        if !(1_000..=30 * 86_400_000).contains(&c.record_expiry_ms) {
+            return Err(invalid(
+                "crdt.record_expiry_ms",
+                format!(
+                    "must be between 1000 and 2592000000, got {}",
+                    c.record_expiry_ms
+                ),
+            ));
+        }
+        if let Some(refresh) = c.refresh_ms
+            && !(100..c.record_expiry_ms).contains(&refresh)
+        {
+            return Err(invalid(
+                "crdt.refresh_ms",
+                format!(
+                    "must be at least 100 and below crdt.record_expiry_ms ({}), got {refresh}",
+                    c.record_expiry_ms
+                ),
+            ));
+        }
+        if !(1..=10_000).contains(&c.announce_ms) {
+            return Err(invalid(
+                "crdt.announce_ms",
+                format!("must be between 1 and 10000, got {}", c.announce_ms),
+            ));
+        }
+        if !(50..=600_000).contains(&c.anti_entropy_ms) {
+            return Err(invalid(
+                "crdt.anti_entropy_ms",
+                format!("must be between 50 and 600000, got {}", c.anti_entropy_ms),
+            ));
+        }
         if l.enabled == Some(true) && !self.routing.enabled {
             return Err(invalid(
                 "ledger",
@@ -413,6 +487,18 @@ impl Scenario {
     /// Whether this run has a ledger.
     pub fn ledger_enabled(&self) -> bool {
         self.ledger.enabled.unwrap_or(self.routing.enabled) && self.routing.enabled
+    }
+
+    pub fn crdt_settings(&self) -> Option<x0_actors::CrdtSettings> {
+        let c = &self.crdt;
+        c.enabled.then(|| {
+            let mut settings = x0_actors::CrdtSettings::default();
+            settings.policy.record_expiry_ms = c.record_expiry_ms;
+            settings.refresh_ms = c.refresh_ms.unwrap_or(c.record_expiry_ms / 3);
+            settings.sync.announce_ms = c.announce_ms;
+            settings.sync.anti_entropy_ms = c.anti_entropy_ms;
+            settings
+        })
     }
 
     pub fn routing_config(&self) -> Option<RoutingConfig> {

@@ -13,4 +13,6 @@ pub use state::{
     BUCKETS, Entry, EntryError, Key, KeyId, MAX_NAME_LEN, MAX_SPACE_LEN, MAX_VALUE_LEN, Merge,
     MeshState, SignedEntry, Version,
 };
-pub use sync::{CrdtSync, DirectVerifier, Output, SyncMessage, SyncSettings, SyncStats, Verifier};
+pub use sync::{
+    CrdtSync, DirectVerifier, MemoVerifier, Output, SyncMessage, SyncSettings, SyncStats, Verifier,
+};

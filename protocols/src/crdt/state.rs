@@ -12,6 +12,7 @@
 //! numbers instead of the whole state and then exchanges only the buckets that differ.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crdts::{CvRDT, LWWReg};
 use serde::{Deserialize, Serialize};
@@ -104,21 +105,42 @@ impl Entry {
     }
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct SignedEntryWire {
     entry: Entry,
     signature_r: [u8; 32],
     signature_s: [u8; 32],
 }
 
+/// The same layout as [`SignedEntryWire`], borrowed: serializing never copies the value.
+#[derive(Serialize)]
+struct SignedEntryRef<'a> {
+    entry: &'a Entry,
+    signature_r: &'a [u8; 32],
+    signature_s: &'a [u8; 32],
+}
+
 /// An entry with its writer's Ed25519 signature, as it travels and as it is stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "SignedEntryWire", into = "SignedEntryWire")]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(from = "SignedEntryWire")]
 pub struct SignedEntry {
     pub entry: Entry,
     pub signature: [u8; 64],
-    /// Derived from the rest; kept so that comparisons need not hash again.
+    /// Derived from the rest when built, so that the hot paths never hash or encode again.
     version: Version,
+    key_id: KeyId,
+    encoded_len: u32,
+}
+
+impl Serialize for SignedEntry {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        SignedEntryRef {
+            entry: &self.entry,
+            signature_r: self.signature.first_chunk().unwrap_or(&[0; 32]),
+            signature_s: self.signature.last_chunk().unwrap_or(&[0; 32]),
+        }
+        .serialize(serializer)
+    }
 }
 
 impl From<SignedEntryWire> for SignedEntry {
@@ -130,20 +152,6 @@ impl From<SignedEntryWire> for SignedEntry {
     }
 }
 
-impl From<SignedEntry> for SignedEntryWire {
-    fn from(signed: SignedEntry) -> Self {
-        let mut signature_r = [0u8; 32];
-        let mut signature_s = [0u8; 32];
-        signature_r.copy_from_slice(&signed.signature[..32]);
-        signature_s.copy_from_slice(&signed.signature[32..]);
-        SignedEntryWire {
-            entry: signed.entry,
-            signature_r,
-            signature_s,
-        }
-    }
-}
-
 impl SignedEntry {
     fn new(entry: Entry, signature: [u8; 64]) -> SignedEntry {
         let digest = Sha256::digest(signature);
@@ -151,11 +159,22 @@ impl SignedEntry {
             stamp: entry.stamp,
             tiebreak: u64::from_le_bytes(first8(&digest)),
         };
-        SignedEntry {
+        let key_id = entry.key.id();
+        let mut signed = SignedEntry {
             entry,
             signature,
             version,
-        }
+            key_id,
+            encoded_len: 0,
+        };
+        signed.encoded_len = postcard::experimental::serialized_size(&signed)
+            .map(|n| n as u32)
+            .unwrap_or(u32::MAX);
+        signed
+    }
+
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
     }
 
     pub fn version(&self) -> Version {
@@ -201,7 +220,7 @@ impl SignedEntry {
 
     /// Encoded size, what the entry costs on the wire and at rest.
     pub fn encoded_len(&self) -> usize {
-        postcard::to_stdvec(self).map(|b| b.len()).unwrap_or(0)
+        self.encoded_len as usize
     }
 }
 
@@ -230,10 +249,14 @@ pub enum Merge {
 }
 
 /// Every key's register and the per-bucket fingerprints.
+///
+/// Entries are held behind `Arc`: they are immutable once signed, so the store, the
+/// outbox of a reply and (in the simulator) other nodes can share one copy.
 #[derive(Clone, Debug, Default)]
 pub struct MeshState {
-    registers: BTreeMap<Key, LWWReg<SignedEntry, Version>>,
-    ids: BTreeMap<KeyId, Key>,
+    registers: BTreeMap<Key, LWWReg<Arc<SignedEntry>, Version>>,
+    /// The same entries by bucket and key id: what anti-entropy and pulls look up.
+    ids: BTreeMap<(usize, KeyId), Arc<SignedEntry>>,
     buckets: Vec<u64>,
     bytes: usize,
 }
@@ -253,30 +276,29 @@ impl MeshState {
     }
 
     /// Merges one entry that has already been verified and allowed by the policy.
-    pub fn apply(&mut self, entry: SignedEntry) -> Merge {
+    pub fn apply(&mut self, entry: Arc<SignedEntry>) -> Merge {
         let version = entry.version();
-        let key = entry.key().clone();
-        match self.registers.get_mut(&key) {
+        let id = entry.key_id();
+        match self.registers.get_mut(entry.key()) {
             Some(register) if register.marker >= version => Merge::Stale,
             Some(register) => {
                 let (old_version, old_len) = (register.marker, register.val.encoded_len());
                 let new_len = entry.encoded_len();
                 // The register's own merge, so the state is exactly crdts' LWW semantics.
+                self.ids.insert((id.bucket(), id), entry.clone());
                 register.merge(LWWReg {
                     val: entry,
                     marker: version,
                 });
-                let id = key.id();
                 self.unaccount(id, old_version, old_len);
                 self.account(id, version, new_len);
                 Merge::Newer
             }
             None => {
-                let id = key.id();
                 self.account(id, version, entry.encoded_len());
-                self.ids.insert(id, key.clone());
+                self.ids.insert((id.bucket(), id), entry.clone());
                 self.registers.insert(
-                    key,
+                    entry.key().clone(),
                     LWWReg {
                         val: entry,
                         marker: version,
@@ -295,32 +317,32 @@ impl MeshState {
     }
 
     /// Drops a key (expiry and garbage collection; never a replicated delete).
-    pub fn remove(&mut self, key: &Key) -> Option<SignedEntry> {
+    pub fn remove(&mut self, key: &Key) -> Option<Arc<SignedEntry>> {
         let register = self.registers.remove(key)?;
-        let id = key.id();
-        self.ids.remove(&id);
+        let id = register.val.key_id();
+        self.ids.remove(&(id.bucket(), id));
         self.unaccount(id, register.marker, register.val.encoded_len());
         Some(register.val)
     }
 
-    pub fn get(&self, key: &Key) -> Option<&SignedEntry> {
+    pub fn get(&self, key: &Key) -> Option<&Arc<SignedEntry>> {
         self.registers.get(key).map(|r| &r.val)
     }
 
-    pub fn get_by_id(&self, id: KeyId) -> Option<&SignedEntry> {
-        self.ids.get(&id).and_then(|key| self.get(key))
+    pub fn get_by_id(&self, id: KeyId) -> Option<&Arc<SignedEntry>> {
+        self.ids.get(&(id.bucket(), id))
     }
 
     pub fn version_of(&self, id: KeyId) -> Option<Version> {
-        self.get_by_id(id).map(SignedEntry::version)
+        self.get_by_id(id).map(|e| e.version())
     }
 
-    pub fn entries(&self) -> impl Iterator<Item = &SignedEntry> {
+    pub fn entries(&self) -> impl Iterator<Item = &Arc<SignedEntry>> {
         self.registers.values().map(|r| &r.val)
     }
 
     /// Entries of one key space, in key order.
-    pub fn space<'a>(&'a self, space: &'a str) -> impl Iterator<Item = &'a SignedEntry> + 'a {
+    pub fn space<'a>(&'a self, space: &'a str) -> impl Iterator<Item = &'a Arc<SignedEntry>> + 'a {
         let start = Key::new(space, Vec::new());
         self.registers
             .range(start..)
@@ -358,9 +380,8 @@ impl MeshState {
     /// The versions held in one bucket.
     pub fn bucket_versions(&self, bucket: usize) -> Vec<(KeyId, Version)> {
         self.ids
-            .iter()
-            .filter(|(id, _)| id.bucket() == bucket)
-            .filter_map(|(id, key)| self.registers.get(key).map(|r| (*id, r.marker)))
+            .range((bucket, KeyId(0))..=(bucket, KeyId(u64::MAX)))
+            .map(|((_, id), entry)| (*id, entry.version()))
             .collect()
     }
 
@@ -426,7 +447,7 @@ mod tests {
     fn state_of(entries: &[SignedEntry]) -> MeshState {
         let mut state = MeshState::new();
         for entry in entries {
-            state.apply(entry.clone());
+            state.apply(Arc::new(entry.clone()));
         }
         state
     }
@@ -513,10 +534,10 @@ mod tests {
         };
         let mut state = MeshState::new();
         let empty_root = state.root();
-        assert_eq!(state.apply(write(2, b"two")), Merge::Newer);
-        assert_eq!(state.apply(write(1, b"one")), Merge::Stale);
-        assert_eq!(state.apply(write(2, b"two")), Merge::Stale);
-        assert_eq!(state.apply(write(3, b"three")), Merge::Newer);
+        assert_eq!(state.apply(Arc::new(write(2, b"two"))), Merge::Newer);
+        assert_eq!(state.apply(Arc::new(write(1, b"one"))), Merge::Stale);
+        assert_eq!(state.apply(Arc::new(write(2, b"two"))), Merge::Stale);
+        assert_eq!(state.apply(Arc::new(write(3, b"three"))), Merge::Newer);
         let key = Key::new("app", b"k".to_vec());
         assert_eq!(
             state.get(&key).and_then(|e| e.entry.value.clone()),

@@ -1,14 +1,17 @@
 //! The sans-IO sync engine: lazy push of new entries, pull on demand, and anti-entropy.
 //!
-//! New entries are *announced* (key id and version, 16 bytes) to every neighbor, batched
-//! over a short interval; a neighbor that lacks the version asks for it from the first
-//! announcer and gets the signed entry once. Each node so receives each entry about once,
-//! whatever its degree, which matters when an entry is a 1.3 KB registry record. Lost
-//! messages and partitions are repaired by anti-entropy: every interval a node sends one
-//! neighbor its 64 bucket fingerprints; buckets that differ are announced in full, and
-//! the ordinary want/entries exchange moves only what is missing.
+//! New entries of up to [`EAGER_MAX_BYTES`] are pushed to every neighbor (but the one
+//! they came from), batched over a short interval: one hop costs one link latency.
+//! Larger ones are *announced* (key id and version, 16 bytes); a neighbor that lacks the
+//! version asks the first announcer and gets the signed entry once, so each node
+//! receives a 1.3 KB registry record about once, whatever its degree. Lost messages and
+//! partitions are repaired by anti-entropy: every interval a node sends one neighbor the
+//! fingerprint of its whole state (8 bytes); if they differ, the two swap their 64 bucket
+//! fingerprints, announce the buckets that differ in full, and the ordinary
+//! want/entries exchange moves only what is missing.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -22,6 +25,9 @@ use crate::{Identity, Millis, NodeId};
 pub const MAX_HAVE: usize = 2048;
 /// Most entries in one reply; about 40 KB of registry records.
 pub const MAX_ENTRIES: usize = 32;
+/// Entries up to this size (encoded) are pushed rather than announced: the entry costs
+/// little more than its announcement, and it saves two link latencies per hop.
+pub const EAGER_MAX_BYTES: usize = 512;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncMessage {
@@ -29,7 +35,9 @@ pub enum SyncMessage {
     Have(Vec<(KeyId, Version)>),
     /// "Send me these": keys announced with a version newer than mine.
     Want(Vec<KeyId>),
-    Entries(Vec<SignedEntry>),
+    Entries(Vec<Arc<SignedEntry>>),
+    /// Anti-entropy, first step: the fingerprint of my whole state.
+    Root(u64),
     /// Anti-entropy: my bucket fingerprints; `reply` is set on the answer to one.
     Digest {
         buckets: Vec<u64>,
@@ -63,7 +71,7 @@ pub struct SyncSettings {
 impl Default for SyncSettings {
     fn default() -> Self {
         SyncSettings {
-            announce_ms: 50,
+            announce_ms: 20,
             anti_entropy_ms: 1_000,
             want_timeout_ms: 1_000,
             sweep_ms: 1_000,
@@ -75,7 +83,8 @@ impl Default for SyncSettings {
 /// shares one memo among its thousand nodes, because verification is a pure function
 /// of the entry's bytes and recomputing it per node only burns the host's CPU.
 pub trait Verifier: Send + Sync {
-    fn verify(&self, entry: &SignedEntry) -> Result<(), EntryError>;
+    /// The entry if its signature holds (possibly a shared copy of an equal one).
+    fn verify(&self, entry: Arc<SignedEntry>) -> Result<Arc<SignedEntry>, EntryError>;
 }
 
 /// Verifies every entry.
@@ -83,8 +92,45 @@ pub trait Verifier: Send + Sync {
 pub struct DirectVerifier;
 
 impl Verifier for DirectVerifier {
-    fn verify(&self, entry: &SignedEntry) -> Result<(), EntryError> {
-        entry.verify()
+    fn verify(&self, entry: Arc<SignedEntry>) -> Result<Arc<SignedEntry>, EntryError> {
+        entry.verify()?;
+        Ok(entry)
+    }
+}
+
+/// Verifies each distinct entry once and remembers it (for the simulator, whose nodes
+/// all verify the same entries). Keyed by signature, and the remembered entry must equal
+/// the new one field for field, so a valid signature glued to other content still
+/// fails. Equal entries come back as one shared copy, so a thousand simulated replicas
+/// of the registry hold one copy of each record.
+#[derive(Default)]
+pub struct MemoVerifier {
+    verified: std::sync::Mutex<std::collections::HashMap<[u8; 64], Arc<SignedEntry>>>,
+}
+
+/// Entries remembered before the memo starts over (bounds its memory).
+const MEMO_LIMIT: usize = 1 << 18;
+
+impl Verifier for MemoVerifier {
+    fn verify(&self, entry: Arc<SignedEntry>) -> Result<Arc<SignedEntry>, EntryError> {
+        let known = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|memo| memo.get(&entry.signature).cloned());
+        if let Some(known) = known
+            && *known == *entry
+        {
+            return Ok(known);
+        }
+        entry.verify()?;
+        if let Ok(mut memo) = self.verified.lock() {
+            if memo.len() >= MEMO_LIMIT {
+                memo.clear();
+            }
+            memo.insert(entry.signature, entry.clone());
+        }
+        Ok(entry)
     }
 }
 
@@ -92,7 +138,7 @@ impl Verifier for DirectVerifier {
 pub enum Output {
     Send(NodeId, SyncMessage),
     /// An entry newer than what the key held was merged (ours or a peer's).
-    Applied(SignedEntry),
+    Applied(Arc<SignedEntry>),
     /// An entry reached its expiry and was dropped.
     Expired(Key),
     /// A peer sent an entry that was refused.
@@ -112,6 +158,12 @@ pub struct SyncStats {
     pub anti_entropy_rounds: u64,
 }
 
+#[derive(Default)]
+struct Outgoing {
+    have: BTreeMap<KeyId, Version>,
+    push: BTreeMap<KeyId, Arc<SignedEntry>>,
+}
+
 struct Wanted {
     version: Version,
     deadline: Millis,
@@ -126,8 +178,8 @@ pub struct CrdtSync {
     settings: SyncSettings,
     state: MeshState,
     neighbors: BTreeSet<NodeId>,
-    /// Versions to announce at the next flush, per neighbor.
-    pending: BTreeMap<NodeId, BTreeMap<KeyId, Version>>,
+    /// Versions to announce and small entries to push at the next flush, per neighbor.
+    pending: BTreeMap<NodeId, Outgoing>,
     wanted: BTreeMap<KeyId, Wanted>,
     next_flush: Option<Millis>,
     next_anti_entropy: Millis,
@@ -200,11 +252,14 @@ impl CrdtSync {
         let mesh_now = self.mesh_time(now);
         let mut refused = 0;
         for entry in entries {
-            let ok = self.policy.admit(&entry, mesh_now).is_ok() && verifier.verify(&entry).is_ok();
-            if !ok {
+            let checked = self
+                .policy
+                .admit(&entry, mesh_now)
+                .and_then(|()| verifier.verify(Arc::new(entry)));
+            let Ok(entry) = checked else {
                 refused += 1;
                 continue;
-            }
+            };
             if entry.entry.writer == self.me {
                 self.last_stamp = self.last_stamp.max(entry.entry.stamp);
             }
@@ -220,7 +275,7 @@ impl CrdtSync {
         identity: &Identity,
         key: Key,
         value: Option<Vec<u8>>,
-    ) -> Result<SignedEntry, EntryError> {
+    ) -> Result<Arc<SignedEntry>, EntryError> {
         let mesh_now = self.mesh_time(now);
         let stamp = mesh_now.max(self.last_stamp + 1);
         let entry = Entry {
@@ -231,6 +286,7 @@ impl CrdtSync {
         }
         .sign(identity);
         self.policy.admit(&entry, mesh_now)?;
+        let entry = Arc::new(entry);
         self.last_stamp = stamp;
         self.state.apply(entry.clone());
         self.stats.applied += 1;
@@ -246,7 +302,8 @@ impl CrdtSync {
         // Compare at once, so a joining node catches up without waiting a round. One
         // side starts, so the comparison does not run twice.
         if self.me < peer {
-            self.send_digest(peer, false);
+            let root = self.state.root();
+            self.send(peer, SyncMessage::Root(root));
         }
         let _ = now;
     }
@@ -273,6 +330,11 @@ impl CrdtSync {
             SyncMessage::Entries(entries) => {
                 for entry in entries {
                     self.on_entry(now, from, entry, verifier);
+                }
+            }
+            SyncMessage::Root(root) => {
+                if root != self.state.root() {
+                    self.send_digest(from, false);
                 }
             }
             SyncMessage::Digest { buckets, reply } => self.on_digest(from, buckets, reply),
@@ -324,7 +386,7 @@ impl CrdtSync {
     }
 
     fn on_want(&mut self, from: NodeId, ids: Vec<KeyId>) {
-        let entries: Vec<SignedEntry> = ids
+        let entries: Vec<Arc<SignedEntry>> = ids
             .into_iter()
             .take(MAX_HAVE)
             .filter_map(|id| self.state.get_by_id(id).cloned())
@@ -334,8 +396,14 @@ impl CrdtSync {
         }
     }
 
-    fn on_entry(&mut self, now: Millis, from: NodeId, entry: SignedEntry, verifier: &dyn Verifier) {
-        let id = entry.key().id();
+    fn on_entry(
+        &mut self,
+        now: Millis,
+        from: NodeId,
+        entry: Arc<SignedEntry>,
+        verifier: &dyn Verifier,
+    ) {
+        let id = entry.key_id();
         let version = entry.version();
         if self
             .state
@@ -348,12 +416,15 @@ impl CrdtSync {
         let checked = self
             .policy
             .admit(&entry, self.mesh_time(now))
-            .and_then(|()| verifier.verify(&entry));
-        if let Err(error) = checked {
-            self.stats.rejected += 1;
-            self.outputs.push_back(Output::Rejected { from, error });
-            return;
-        }
+            .and_then(|()| verifier.verify(entry));
+        let entry = match checked {
+            Ok(entry) => entry,
+            Err(error) => {
+                self.stats.rejected += 1;
+                self.outputs.push_back(Output::Rejected { from, error });
+                return;
+            }
+        };
         if self.wanted.get(&id).is_some_and(|w| w.version <= version) {
             self.wanted.remove(&id);
         }
@@ -387,15 +458,19 @@ impl CrdtSync {
         }
     }
 
-    /// Queues `entry`'s version for every neighbor but the one it came from.
-    fn announce(&mut self, now: Millis, entry: &SignedEntry, except: Option<NodeId>) {
-        let id = entry.key().id();
+    /// Queues `entry` (small) or its version (large) for every neighbor but the one it
+    /// came from.
+    fn announce(&mut self, now: Millis, entry: &Arc<SignedEntry>, except: Option<NodeId>) {
+        let id = entry.key_id();
+        let eager = entry.encoded_len() <= EAGER_MAX_BYTES;
         for neighbor in &self.neighbors {
             if Some(*neighbor) != except {
-                self.pending
-                    .entry(*neighbor)
-                    .or_default()
-                    .insert(id, entry.version());
+                let outgoing = self.pending.entry(*neighbor).or_default();
+                if eager {
+                    outgoing.push.insert(id, entry.clone());
+                } else {
+                    outgoing.have.insert(id, entry.version());
+                }
             }
         }
         if self.next_flush.is_none() && !self.pending.is_empty() {
@@ -406,10 +481,14 @@ impl CrdtSync {
     pub fn handle_timeout(&mut self, now: Millis) {
         if self.next_flush.is_some_and(|at| at <= now) {
             self.next_flush = None;
-            for (neighbor, versions) in std::mem::take(&mut self.pending) {
-                let versions: Vec<_> = versions.into_iter().collect();
+            for (neighbor, outgoing) in std::mem::take(&mut self.pending) {
+                let versions: Vec<_> = outgoing.have.into_iter().collect();
                 for chunk in versions.chunks(MAX_HAVE) {
                     self.send(neighbor, SyncMessage::Have(chunk.to_vec()));
+                }
+                let entries: Vec<_> = outgoing.push.into_values().collect();
+                for chunk in entries.chunks(MAX_ENTRIES) {
+                    self.send(neighbor, SyncMessage::Entries(chunk.to_vec()));
                 }
             }
         }
@@ -420,7 +499,8 @@ impl CrdtSync {
                 let pick = self.rng.random_range(0..self.neighbors.len());
                 if let Some(peer) = self.neighbors.iter().nth(pick).copied() {
                     self.stats.anti_entropy_rounds += 1;
-                    self.send_digest(peer, false);
+                    let root = self.state.root();
+                    self.send(peer, SyncMessage::Root(root));
                 }
             }
         }
@@ -618,10 +698,30 @@ mod tests {
             );
             assert_eq!(node.stats().rejected, 0);
         }
-        // Lazy push: the ring's two paths announce it twice to node 2 or 3, but each
-        // node fetched it once.
+        // Each node took it once, however many neighbors offered it.
         let applied: u64 = mesh.nodes.iter().map(|n| n.stats().applied).sum();
         assert_eq!(applied, 5);
+    }
+
+    #[test]
+    fn a_large_entry_is_announced_and_each_node_pulls_it_once() {
+        let mut mesh = Mesh::new(5, vec![(0, 1), (1, 2), (2, 3), (3, 4), (0, 4), (1, 3)]);
+        let key = Key::new("app", b"big".to_vec());
+        let identity = &mesh.identities[0];
+        let value = vec![7u8; 1_000];
+        mesh.nodes[0]
+            .write(Millis(0), identity, key.clone(), Some(value.clone()))
+            .unwrap();
+        mesh.advance(300, &mut |_| false);
+        let sent: Vec<SyncStats> = mesh.nodes.iter().map(CrdtSync::stats).collect();
+        for node in &mesh.nodes {
+            assert_eq!(
+                node.state().get(&key).and_then(|e| e.entry.value.clone()),
+                Some(value.clone())
+            );
+        }
+        // Announced along every link, but no node was sent the entry twice.
+        assert!(sent.iter().all(|s| s.duplicates == 0), "{sent:?}");
     }
 
     #[test]
@@ -639,7 +739,7 @@ mod tests {
         mesh.nodes[1].handle_message(
             Millis(0),
             from,
-            SyncMessage::Entries(vec![forged]),
+            SyncMessage::Entries(vec![Arc::new(forged)]),
             &DirectVerifier,
         );
         assert_eq!(mesh.nodes[1].stats().rejected, 1);
@@ -682,6 +782,25 @@ mod tests {
                 prop_assert_eq!(*state, states[0]);
             }
         }
+    }
+
+    #[test]
+    fn the_memo_verifier_remembers_only_exact_entries() {
+        let alice = Identity::from_seed([1; 32]);
+        let good = Entry {
+            key: Key::new("app", b"k".to_vec()),
+            writer: alice.id(),
+            stamp: 1,
+            value: Some(b"v".to_vec()),
+        }
+        .sign(&alice);
+        let memo = MemoVerifier::default();
+        let first = memo.verify(Arc::new(good.clone())).unwrap();
+        let again = memo.verify(Arc::new(good.clone())).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "equal entries share one copy");
+        let mut glued = good.clone();
+        glued.entry.value = Some(b"other".to_vec());
+        assert_eq!(memo.verify(Arc::new(glued)), Err(EntryError::BadSignature));
     }
 
     #[test]

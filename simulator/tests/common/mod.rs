@@ -56,6 +56,9 @@ pub async fn line(n: usize, settings: NodeSettings) -> Line {
                 observer: Arc::new(move |d: Delivered| inbox.lock().unwrap().push(d)),
                 crypto_seed: [i as u8 + 100; 32],
                 ledger_store: None,
+                mesh_epoch_ms: 0,
+                crdt_store: None,
+                verifier: Arc::new(x0_protocols::crdt::DirectVerifier),
             })
             .await
             .unwrap(),
