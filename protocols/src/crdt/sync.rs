@@ -169,7 +169,14 @@ struct Wanted {
     deadline: Millis,
     /// Other neighbors that announced it, asked in turn if the first does not answer.
     alternates: Vec<NodeId>,
+    /// Neighbors already asked. Like the alternates, they hold the entry, so it is not
+    /// announced back to them once it arrives: in a wave of announcements that halves
+    /// the announcements sent.
+    asked: Vec<NodeId>,
 }
+
+/// Announcers remembered per wanted entry.
+const MAX_ANNOUNCERS: usize = 8;
 
 /// One node's replica and its conversation with its neighbors.
 pub struct CrdtSync {
@@ -290,7 +297,7 @@ impl CrdtSync {
         self.last_stamp = stamp;
         self.state.apply(entry.clone());
         self.stats.applied += 1;
-        self.announce(now, &entry, None);
+        self.announce(now, &entry, &[]);
         self.outputs.push_back(Output::Applied(entry.clone()));
         Ok(entry)
     }
@@ -363,7 +370,10 @@ impl CrdtSync {
             }
             match self.wanted.get_mut(&id) {
                 Some(w) if w.version >= version && w.deadline > now => {
-                    if !w.alternates.contains(&from) && w.alternates.len() < 4 {
+                    if !w.alternates.contains(&from)
+                        && !w.asked.contains(&from)
+                        && w.alternates.len() < MAX_ANNOUNCERS
+                    {
                         w.alternates.push(from);
                     }
                 }
@@ -374,6 +384,7 @@ impl CrdtSync {
                             version,
                             deadline: now.plus(self.settings.want_timeout_ms),
                             alternates: Vec::new(),
+                            asked: vec![from],
                         },
                     );
                     want.push(id);
@@ -425,12 +436,16 @@ impl CrdtSync {
                 return;
             }
         };
-        if self.wanted.get(&id).is_some_and(|w| w.version <= version) {
-            self.wanted.remove(&id);
+        let mut holders = vec![from];
+        if self.wanted.get(&id).is_some_and(|w| w.version <= version)
+            && let Some(wanted) = self.wanted.remove(&id)
+        {
+            holders.extend(wanted.asked);
+            holders.extend(wanted.alternates);
         }
         if self.state.apply(entry.clone()) == Merge::Newer {
             self.stats.applied += 1;
-            self.announce(now, &entry, Some(from));
+            self.announce(now, &entry, &holders);
             self.outputs.push_back(Output::Applied(entry));
         }
     }
@@ -458,13 +473,13 @@ impl CrdtSync {
         }
     }
 
-    /// Queues `entry` (small) or its version (large) for every neighbor but the one it
-    /// came from.
-    fn announce(&mut self, now: Millis, entry: &Arc<SignedEntry>, except: Option<NodeId>) {
+    /// Queues `entry` (small) or its version (large) for every neighbor not known to
+    /// hold it already.
+    fn announce(&mut self, now: Millis, entry: &Arc<SignedEntry>, holders: &[NodeId]) {
         let id = entry.key_id();
         let eager = entry.encoded_len() <= EAGER_MAX_BYTES;
         for neighbor in &self.neighbors {
-            if Some(*neighbor) != except {
+            if !holders.contains(neighbor) {
                 let outgoing = self.pending.entry(*neighbor).or_default();
                 if eager {
                     outgoing.push.insert(id, entry.clone());
@@ -524,6 +539,7 @@ impl CrdtSync {
             match wanted.alternates.pop() {
                 Some(peer) if self.neighbors.contains(&peer) => {
                     wanted.deadline = now.plus(self.settings.want_timeout_ms);
+                    wanted.asked.push(peer);
                     self.send(peer, SyncMessage::Want(vec![id]));
                 }
                 Some(_) => wanted.deadline = now,
