@@ -26,6 +26,8 @@ enum Command {
     Cluster(commands::cluster::ClusterArgs),
     /// Print the neighbor table of a running node.
     Peers(commands::peers::PeersArgs),
+    /// Show every node's signed record (id, addresses, keys, roles) as a node's CRDT replica has it.
+    Registry(commands::registry::RegistryArgs),
     /// Print the routing table of a running node.
     Routes(commands::routes::RoutesArgs),
     /// The sealed messages a node sent: created, sent, delivered, read, failed, expired.
@@ -63,6 +65,7 @@ fn main() -> Result<()> {
         Command::Node(args) => commands::node::run(args),
         Command::Cluster(args) => commands::cluster::run(args),
         Command::Peers(args) => commands::peers::run(args),
+        Command::Registry(args) => commands::registry::run(args),
         Command::Keygen(args) => commands::keygen::run(args),
         Command::Routes(args) => commands::routes::run(args),
         Command::Outbox(args) => commands::outbox::run(args),

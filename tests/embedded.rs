@@ -69,3 +69,67 @@ async fn a_node_without_a_data_dir_is_refused() {
     let err = Node::builder().spawn().await.err().expect("refused");
     assert!(err.to_string().contains("data directory"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_programs_replicated_map_converges_and_can_be_watched() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let a = spawn(dir.path(), "a", None).await;
+    let a_addr = a
+        .listen_addrs()
+        .await
+        .into_iter()
+        .next()
+        .expect("a listens");
+    let b = spawn(dir.path(), "b", Some(a_addr)).await;
+    wait_until_sees(&b, &[a.id()]).await;
+
+    assert!(
+        a.replicated_map("x0/registry").is_err(),
+        "reserved spaces are refused"
+    );
+    let rooms_a = a.replicated_map("chat/rooms").expect("a map");
+    let rooms_b = b.replicated_map("chat/rooms").expect("a map");
+    let mut watch = rooms_b.watch().await.expect("watch");
+    rooms_a
+        .insert("lobby", b"open".to_vec())
+        .await
+        .expect("insert");
+    let change = tokio::time::timeout(Duration::from_secs(20), watch.next())
+        .await
+        .expect("the change reaches b")
+        .expect("b is running");
+    assert_eq!(change.name, b"lobby");
+    assert_eq!(change.value.as_deref(), Some(&b"open"[..]));
+    assert_eq!(change.writer, a.id());
+    assert_eq!(
+        rooms_b.get("lobby").await.expect("get"),
+        Some(b"open".to_vec())
+    );
+
+    // b overwrites and removes; a converges to the same map.
+    rooms_b
+        .insert("lobby", b"closed".to_vec())
+        .await
+        .expect("insert");
+    rooms_b
+        .insert("garden", b"open".to_vec())
+        .await
+        .expect("insert");
+    rooms_b.remove("garden").await.expect("remove");
+    let mut converged = false;
+    for _ in 0..200 {
+        let entries = rooms_a.entries().await.expect("entries");
+        if entries.len() == 1 && entries.get(&b"lobby"[..]) == Some(&b"closed".to_vec()) {
+            converged = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(converged, "{:?}", rooms_a.entries().await);
+    // Both nodes are in each other's registry.
+    let registry = a.registry().await.expect("registry");
+    assert!(registry.iter().any(|r| r.id == b.id()));
+    for node in [a, b] {
+        node.shutdown().await;
+    }
+}

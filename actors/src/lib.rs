@@ -22,7 +22,9 @@ use ractor::{Actor, ActorRef};
 use tokio::task::JoinHandle;
 use x0_protocols::NodeId;
 
-pub use crdt::{Change, CrdtSettings, CrdtStatus, CrdtStore, RegistryRecord};
+pub use crdt::{
+    Change, CrdtSettings, CrdtStatus, CrdtStore, MapChange, MapWatch, RegistryRecord, ReplicatedMap,
+};
 pub use discovery::NeighborInfo;
 pub use ledger::{
     LedgerError, LedgerSettings, LedgerStatus, LedgerStore, MembershipChange, ReadResult,

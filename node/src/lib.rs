@@ -398,6 +398,17 @@ impl Node {
         Ok(self.handle.send(destination, payload).await?)
     }
 
+    /// A map replicated to every node of the mesh under key space `space` (any name
+    /// not starting with `x0/`): last writer wins per key, changes can be watched.
+    pub fn replicated_map(&self, space: &str) -> Result<x0_actors::ReplicatedMap, NodeError> {
+        Ok(x0_actors::ReplicatedMap::new(self.handle.clone(), space)?)
+    }
+
+    /// Every node's signed record, as this node's replica holds it.
+    pub async fn registry(&self) -> Result<Vec<x0_actors::RegistryRecord>, NodeError> {
+        Ok(self.handle.registry().await?)
+    }
+
     /// Messages addressed to this node.
     pub fn inbox(&self) -> &Inbox {
         &self.inbox

@@ -15,6 +15,14 @@ use x0_protocols::crdt::{KeyId, SignedEntry, Version};
 
 use crate::measure;
 
+/// One partition heal: the updates not yet everywhere when it healed, and when the last
+/// of them got everywhere.
+pub struct Heal {
+    pub at: Instant,
+    waiting: BTreeSet<(KeyId, Version)>,
+    pub converged_at: Option<Instant>,
+}
+
 struct Pending {
     written_at: Instant,
     have: Vec<bool>,
@@ -37,8 +45,9 @@ pub struct CrdtTracker {
     start: Instant,
     /// When every up node first held the same state (the initial registry exchange).
     pub bootstrap_at: Option<Instant>,
-    /// Partition heals, and when the state was the same everywhere after each.
-    pub heals: Vec<(Instant, Option<Instant>)>,
+    /// Partition heals, and when everything written before each had reached every up
+    /// node.
+    pub heals: Vec<Heal>,
 }
 
 impl CrdtTracker {
@@ -117,6 +126,7 @@ impl CrdtTracker {
                 }
                 if self.pending.remove(&(key.0, latest)).is_some() {
                     self.superseded += 1;
+                    self.settle_heals(&(key.0, latest), now);
                 }
             }
             self.latest.insert(key.0, key.1);
@@ -155,8 +165,17 @@ impl CrdtTracker {
         self.check_roots();
     }
 
+    /// A partition healed: from now, time how long until every update written so far
+    /// (on either side) is on every up node. Updates keep flowing meanwhile, so "the
+    /// same state everywhere" may never hold at one instant; this is what it means.
     pub fn heal_started(&mut self, now: Instant) {
-        self.heals.push((now, None));
+        let waiting: BTreeSet<_> = self.pending.keys().copied().collect();
+        let converged_at = waiting.is_empty().then_some(now);
+        self.heals.push(Heal {
+            at: now,
+            waiting,
+            converged_at,
+        });
     }
 
     fn converge(&mut self, key: (KeyId, Version), now: Instant) {
@@ -164,6 +183,16 @@ impl CrdtTracker {
             self.convergence_ms
                 .push(now.duration_since(pending.written_at).as_millis() as u64);
             self.done.insert(key);
+        }
+        self.settle_heals(&key, now);
+    }
+
+    /// `key` is everywhere, or will never need to be (superseded).
+    fn settle_heals(&mut self, key: &(KeyId, Version), now: Instant) {
+        for heal in &mut self.heals {
+            if heal.waiting.remove(key) && heal.waiting.is_empty() && heal.converged_at.is_none() {
+                heal.converged_at = Some(now);
+            }
         }
     }
 
@@ -186,11 +215,6 @@ impl CrdtTracker {
         let now = Instant::now();
         if self.bootstrap_at.is_none() && now > self.start {
             self.bootstrap_at = Some(now);
-        }
-        for heal in &mut self.heals {
-            if heal.1.is_none() {
-                heal.1 = Some(now);
-            }
         }
     }
 
@@ -215,7 +239,10 @@ impl CrdtTracker {
         let heals: Vec<Option<u64>> = self
             .heals
             .iter()
-            .map(|(at, done)| done.map(|d| d.duration_since(*at).as_millis() as u64))
+            .map(|heal| {
+                heal.converged_at
+                    .map(|d| d.duration_since(heal.at).as_millis() as u64)
+            })
             .collect();
         CrdtReport {
             bootstrap_ms: bootstrap_s.map(|s| (s * 1000.0) as u64),
@@ -269,7 +296,8 @@ pub struct CrdtReport {
     /// From an update's write to the moment every up node held it.
     pub convergence_ms_p50: Option<f64>,
     pub convergence_ms_p99: Option<f64>,
-    /// For each partition heal, how long until every up node held the same state again.
+    /// For each partition heal, how long until everything written before it (on both
+    /// sides) was on every up node.
     pub heal_convergence_ms: Vec<Option<u64>>,
     pub heal_convergence_ms_max: Option<u64>,
     /// CRDT traffic after the bootstrap.

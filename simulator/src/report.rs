@@ -231,11 +231,12 @@ impl fmt::Display for Report {
         if let Some(c) = &self.crdt {
             writeln!(
                 f,
-                "crdt: registry converged in {} ({:.0} KB/node); {}/{} updates reached every node, p50 {} p99 {}; {:.0} B/node/s after; state {:.0} KB/node",
+                "crdt: registry converged in {} ({:.0} KB/node); {}/{} updates reached every node ({} overwritten first), p50 {} p99 {}; {:.0} B/node/s after; state {:.0} KB/node",
                 ms(c.bootstrap_ms.map(|v| v as f64)),
                 c.bootstrap_bytes_per_node / 1000.0,
                 c.converged,
                 c.updates,
+                c.superseded,
                 ms(c.convergence_ms_p50),
                 ms(c.convergence_ms_p99),
                 c.bytes_per_node_per_s,

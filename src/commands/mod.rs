@@ -8,6 +8,7 @@ pub mod ledger_bench;
 pub mod node;
 pub mod outbox;
 pub mod peers;
+pub mod registry;
 pub mod routes;
 pub mod send;
 pub mod simulate;

@@ -38,7 +38,7 @@ pub fn http_post(port: u16, path: &str, json: &str) -> std::io::Result<(u16, Str
     http_request(port, "POST", path, Some(json))
 }
 
-fn http_request(
+pub fn http_request(
     port: u16,
     method: &str,
     path: &str,

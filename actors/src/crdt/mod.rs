@@ -4,6 +4,7 @@
 //! peers as `Crdt` envelopes, keeps this node's registry record fresh, saves the state
 //! (debounced) and tells watchers of every change. The protocol does the rest.
 
+mod map;
 mod store;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use x0_protocols::crdt::{
 use x0_protocols::e2e::keys_for;
 use x0_protocols::{Envelope, Identity, Kind, Millis, NodeId};
 
+pub use map::{MapChange, MapWatch, ReplicatedMap};
 pub use store::{CrdtStore, CrdtStoreError};
 
 use crate::clock::NodeClock;

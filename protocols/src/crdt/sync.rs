@@ -71,8 +71,8 @@ pub struct SyncSettings {
 impl Default for SyncSettings {
     fn default() -> Self {
         SyncSettings {
-            announce_ms: 20,
-            anti_entropy_ms: 1_000,
+            announce_ms: 5,
+            anti_entropy_ms: 500,
             want_timeout_ms: 1_000,
             sweep_ms: 1_000,
         }
