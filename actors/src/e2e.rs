@@ -87,6 +87,11 @@ pub enum E2eMsg {
         message_id: u64,
     },
     Outbox(RpcReplyPort<Vec<OutboxEntry>>),
+    /// `node`'s keys from its signed registry record (CRDT sync): no need to ask it.
+    LearnKeys {
+        node: NodeId,
+        keys: E2ePublic,
+    },
     Tick,
 }
 
@@ -200,6 +205,7 @@ impl Actor for E2eActor {
             E2eMsg::Outbox(reply) => {
                 let _ = reply.send(state.outbox.values().map(|t| t.entry.clone()).collect());
             }
+            E2eMsg::LearnKeys { node, keys } => state.learn_keys(node, keys),
             E2eMsg::Tick => state.expire(),
         }
         Ok(())
@@ -207,6 +213,23 @@ impl Actor for E2eActor {
 }
 
 impl E2eState {
+    /// Remembers `node`'s keys (bounded, oldest forgotten first) and seals whatever was
+    /// waiting for them.
+    fn learn_keys(&mut self, node: NodeId, public: E2ePublic) {
+        if self.known.insert(node, public).is_none() {
+            self.known_order.push_back(node);
+            if self.known_order.len() > MAX_KNOWN
+                && let Some(old) = self.known_order.pop_front()
+            {
+                self.known.remove(&old);
+            }
+        }
+        for w in self.waiting.remove(&node).unwrap_or_default() {
+            self.waiting_count -= 1;
+            self.seal_and_route(node, w.message_id, &w.plaintext, w.content);
+        }
+    }
+
     fn route(&self, to: NodeId, message: &E2eMessage) {
         let _ = self.args.supervisor.cast(NodeMsg::Send {
             destination: to,
@@ -350,21 +373,8 @@ impl E2eState {
                     &E2eMessage::Keys(self.keys.public().clone()),
                 );
             }
-            E2eMessage::Keys(public) => {
-                // The routed envelope was signed by its origin: these are its keys.
-                if self.known.insert(delivered.origin, public).is_none() {
-                    self.known_order.push_back(delivered.origin);
-                    if self.known_order.len() > MAX_KNOWN
-                        && let Some(old) = self.known_order.pop_front()
-                    {
-                        self.known.remove(&old);
-                    }
-                }
-                for w in self.waiting.remove(&delivered.origin).unwrap_or_default() {
-                    self.waiting_count -= 1;
-                    self.seal_and_route(delivered.origin, w.message_id, &w.plaintext, w.content);
-                }
-            }
+            // The routed envelope was signed by its origin: these are its keys.
+            E2eMessage::Keys(public) => self.learn_keys(delivered.origin, public),
             E2eMessage::Sealed(bytes) => {
                 let now = self.clock.now();
                 let origin = delivered.origin;

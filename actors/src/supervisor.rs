@@ -320,6 +320,7 @@ impl NodeSupervisor {
             verifier: args.verifier.clone(),
             changes,
             observer: args.observer.clone(),
+            supervisor: myself.clone(),
             pending,
         };
         let (actor, _) = Actor::spawn_linked(None, CrdtActor, crdt_args, myself.get_cell()).await?;

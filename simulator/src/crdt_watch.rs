@@ -3,9 +3,10 @@
 //!
 //! Nodes report each entry they merge and each change of their state's fingerprint
 //! (see [`x0_actors::NodeObserver`]); this module scores those reports against which
-//! nodes are up. An update has converged when every up node holds it. A node that
-//! crashes keeps its saved state (the simulator keeps its store, as a disk would), so it
-//! holds again what it held when it comes back.
+//! nodes are up. An update has converged when every node that was up when it was
+//! written, and still is, holds it. A node that was down then catches up by
+//! anti-entropy when it returns (it keeps its saved state, as a disk would), but an
+//! update is not held back waiting for a node that was away for half a minute.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -25,6 +26,9 @@ pub struct Heal {
 
 struct Pending {
     written_at: Instant,
+    /// Up when it was written and ever since: the nodes it must reach.
+    eligible: Vec<bool>,
+    needed: usize,
     have: Vec<bool>,
     have_up: usize,
 }
@@ -75,11 +79,6 @@ impl CrdtTracker {
             return;
         }
         self.up_count += 1;
-        for pending in self.pending.values_mut() {
-            if pending.have[i] {
-                pending.have_up += 1;
-            }
-        }
         if let Some(root) = self.roots[i] {
             *self.root_counts.entry(root).or_default() += 1;
         }
@@ -93,8 +92,11 @@ impl CrdtTracker {
         }
         self.up_count -= 1;
         for pending in self.pending.values_mut() {
-            if pending.have[i] {
-                pending.have_up -= 1;
+            if std::mem::replace(&mut pending.eligible[i], false) {
+                pending.needed -= 1;
+                if pending.have[i] {
+                    pending.have_up -= 1;
+                }
             }
         }
         if let Some(root) = self.roots[i] {
@@ -104,7 +106,7 @@ impl CrdtTracker {
         let converged: Vec<_> = self
             .pending
             .iter()
-            .filter(|(_, p)| p.have_up >= self.up_count)
+            .filter(|(_, p)| p.have_up >= p.needed)
             .map(|(k, _)| *k)
             .collect();
         for key in converged {
@@ -135,6 +137,8 @@ impl CrdtTracker {
                 key,
                 Pending {
                     written_at: now,
+                    eligible: self.up.clone(),
+                    needed: self.up_count,
                     have: vec![false; self.up.len()],
                     have_up: 0,
                 },
@@ -143,15 +147,15 @@ impl CrdtTracker {
         let Some(pending) = self.pending.get_mut(&key) else {
             return;
         };
-        if !std::mem::replace(&mut pending.have[i], true) && self.up[i] {
+        if !std::mem::replace(&mut pending.have[i], true) && pending.eligible[i] {
             pending.have_up += 1;
         }
-        if pending.have_up >= self.up_count {
+        if pending.have_up >= pending.needed {
             self.converge(key, now);
         }
     }
 
-    pub fn root(&mut self, index: u32, root: u64, now: Instant) {
+    pub fn root(&mut self, index: u32, root: u64) {
         let i = index as usize;
         if let Some(old) = self.roots[i].replace(root)
             && self.up[i]
@@ -161,7 +165,6 @@ impl CrdtTracker {
         if self.up[i] {
             *self.root_counts.entry(root).or_default() += 1;
         }
-        let _ = now;
         self.check_roots();
     }
 
@@ -293,7 +296,7 @@ pub struct CrdtReport {
     pub unconverged: u64,
     /// Overwritten by a newer version before reaching everyone (not counted either way).
     pub superseded: u64,
-    /// From an update's write to the moment every up node held it.
+    /// From an update's write to the moment every node up then (and since) held it.
     pub convergence_ms_p50: Option<f64>,
     pub convergence_ms_p99: Option<f64>,
     /// For each partition heal, how long until everything written before it (on both

@@ -167,7 +167,7 @@ impl NodeObserver for SimObserver {
             return;
         };
         let before = tracker.bootstrap_at;
-        tracker.root(self.index, root, Instant::now());
+        tracker.root(self.index, root);
         if before.is_none() && tracker.bootstrap_at.is_some() {
             obs.crdt_bootstrap_bytes =
                 self.net.stats().bytes_by_kind[x0_protocols::Kind::Crdt.code() as usize];

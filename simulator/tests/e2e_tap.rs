@@ -187,3 +187,37 @@ fn a_large_file_travels_sealed_in_parts_and_arrives_whole_with_its_metadata() {
         );
     });
 }
+
+/// With CRDT sync the destination's keys come from its signed registry record, so a
+/// sealed message leaves at once; without it the sender must first ask the destination.
+#[test]
+fn keys_from_the_registry_spare_the_key_request() {
+    async fn status_right_after_send(settings: NodeSettings) -> MessageStatus {
+        let common::Line { nodes, ids, .. } = common::line(4, settings).await;
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let message_id = nodes[0]
+            .send_sealed(ids[3], SECRET.to_vec(), Outgoing::default(), None)
+            .await
+            .expect("sealed send");
+        let outbox: Vec<OutboxEntry> = nodes[0].outbox().await.expect("outbox");
+        let entry = outbox
+            .iter()
+            .find(|e| e.message_id == message_id)
+            .expect("in the outbox");
+        entry.status
+    }
+    common::paused_runtime().block_on(async {
+        assert_eq!(
+            status_right_after_send(NodeSettings::default()).await,
+            MessageStatus::Sent
+        );
+        let without_crdt = NodeSettings {
+            crdt: None,
+            ..NodeSettings::default()
+        };
+        assert_eq!(
+            status_right_after_send(without_crdt).await,
+            MessageStatus::Created
+        );
+    });
+}

@@ -133,6 +133,8 @@ pub struct CrdtArgs {
     pub verifier: Arc<dyn Verifier>,
     pub changes: broadcast::Sender<Change>,
     pub observer: Arc<dyn NodeObserver>,
+    /// Told of other nodes' end-to-end keys as their registry records arrive.
+    pub supervisor: ActorRef<crate::supervisor::NodeMsg>,
     /// Inbound envelopes queued for this actor; the supervisor stops queueing past a
     /// limit, and this actor counts them down as it takes them.
     pub pending: Arc<AtomicUsize>,
@@ -206,6 +208,11 @@ impl Actor for CrdtActor {
             rng: ChaCha8Rng::seed_from_u64(args.seed.rotate_left(29)),
             args,
         };
+        // Records restored from disk are known keys too.
+        let restored: Vec<Arc<SignedEntry>> = state.sync.state().space(REGISTRY).cloned().collect();
+        for entry in &restored {
+            state.share_keys(entry);
+        }
         state.publish_record(now, true);
         state.drain();
         state.arm(&myself);
@@ -236,7 +243,7 @@ impl Actor for CrdtActor {
                     }
                 }
             }
-            CrdtMsg::Link(LinkEvent::Up { neighbor, .. }) => state.sync.link_up(now, neighbor),
+            CrdtMsg::Link(LinkEvent::Up { neighbor, .. }) => state.sync.link_up(neighbor),
             CrdtMsg::Link(LinkEvent::Down { neighbor }) => state.sync.link_down(neighbor),
             CrdtMsg::Link(LinkEvent::Cost { .. }) => {}
             CrdtMsg::Tick(generation) => {
@@ -335,6 +342,7 @@ impl CrdtState {
                 Output::Applied(entry) => {
                     changed = true;
                     self.dirty = true;
+                    self.share_keys(&entry);
                     self.args.observer.crdt_applied(&entry);
                     let _ = self.args.changes.send(Change::Written(entry));
                 }
@@ -352,6 +360,23 @@ impl CrdtState {
         }
         if changed {
             self.args.observer.crdt_root(self.sync.state().root());
+        }
+    }
+
+    /// Hands another node's end-to-end keys from its registry record to the e2e actor,
+    /// which then seals to it without asking it first.
+    fn share_keys(&self, entry: &SignedEntry) {
+        let e = &entry.entry;
+        if e.key.space != REGISTRY || e.writer == self.args.identity.id() {
+            return;
+        }
+        if let Some(record) = e.value.as_deref().and_then(|v| NodeRecord::decode(v).ok()) {
+            let _ = self.args.supervisor.cast(crate::supervisor::NodeMsg::E2e(
+                crate::e2e::E2eMsg::LearnKeys {
+                    node: e.writer,
+                    keys: record.e2e,
+                },
+            ));
         }
     }
 

@@ -302,7 +302,7 @@ impl CrdtSync {
         Ok(entry)
     }
 
-    pub fn link_up(&mut self, now: Millis, peer: NodeId) {
+    pub fn link_up(&mut self, peer: NodeId) {
         if !self.neighbors.insert(peer) {
             return;
         }
@@ -312,7 +312,6 @@ impl CrdtSync {
             let root = self.state.root();
             self.send(peer, SyncMessage::Root(root));
         }
-        let _ = now;
     }
 
     pub fn link_down(&mut self, peer: NodeId) {
@@ -637,8 +636,8 @@ mod tests {
 
         fn connect(&mut self, a: usize, b: usize) {
             let (ia, ib) = (self.identities[a].id(), self.identities[b].id());
-            self.nodes[a].link_up(self.now, ib);
-            self.nodes[b].link_up(self.now, ia);
+            self.nodes[a].link_up(ib);
+            self.nodes[b].link_up(ia);
             self.links.push((a, b));
         }
 
