@@ -258,9 +258,11 @@ impl Chaos {
     /// Marks messages old enough as having stayed connected or not.
     pub fn settle(&mut self, mesh: &Mesh) {
         let live = self.live(mesh).clone();
-        mesh.recorder
-            .lock()
-            .settle(Instant::now(), SETTLE_AFTER, &live);
+        let mut obs = mesh.recorder.lock();
+        obs.settle(Instant::now(), SETTLE_AFTER, &live);
+        if let Some(tracker) = &mut obs.crdt {
+            tracker.settle_unreachable(&measure::components(&live));
+        }
     }
 
     fn live(&mut self, mesh: &Mesh) -> &Vec<Vec<u32>> {

@@ -31,6 +31,11 @@ struct Pending {
     needed: usize,
     have: Vec<bool>,
     have_up: usize,
+    /// When the last node it reached got it.
+    last_arrival: Instant,
+    /// Its convergence time is already counted (it reached every node it could); it
+    /// stays tracked until it is everywhere, for the partition heal figures.
+    sampled: bool,
 }
 
 /// The state of one run's CRDT measurements.
@@ -44,6 +49,8 @@ pub struct CrdtTracker {
     pub convergence_ms: Vec<u64>,
     pub updates: u64,
     pub superseded: u64,
+    /// Updates that reached every node they could, others being cut off at the time.
+    pub cut_off: u64,
     roots: Vec<Option<u64>>,
     root_counts: HashMap<u64, usize>,
     start: Instant,
@@ -65,6 +72,7 @@ impl CrdtTracker {
             convergence_ms: Vec::new(),
             updates: 0,
             superseded: 0,
+            cut_off: 0,
             roots: vec![None; nodes],
             root_counts: HashMap::new(),
             start,
@@ -126,8 +134,10 @@ impl CrdtTracker {
                 if latest > key.1 {
                     return;
                 }
-                if self.pending.remove(&(key.0, latest)).is_some() {
-                    self.superseded += 1;
+                if let Some(old) = self.pending.remove(&(key.0, latest)) {
+                    if !old.sampled {
+                        self.superseded += 1;
+                    }
                     self.settle_heals(&(key.0, latest), now);
                 }
             }
@@ -141,6 +151,8 @@ impl CrdtTracker {
                     needed: self.up_count,
                     have: vec![false; self.up.len()],
                     have_up: 0,
+                    last_arrival: now,
+                    sampled: false,
                 },
             );
         }
@@ -149,6 +161,7 @@ impl CrdtTracker {
         };
         if !std::mem::replace(&mut pending.have[i], true) && pending.eligible[i] {
             pending.have_up += 1;
+            pending.last_arrival = now;
         }
         if pending.have_up >= pending.needed {
             self.converge(key, now);
@@ -171,6 +184,37 @@ impl CrdtTracker {
     /// A partition healed: from now, time how long until every update written so far
     /// (on either side) is on every up node. Updates keep flowing meanwhile, so "the
     /// same state everywhere" may never hold at one instant; this is what it means.
+    /// Counts as converged the updates that have reached every node they can reach: the
+    /// nodes still lacking one sit in parts of the live graph (`component` labels) where
+    /// no node holds it, cut off by churn or a partition. Its time is when the last
+    /// reachable node got it; the rest catch up by anti-entropy once joined again, which
+    /// is what `heal_convergence_ms` times for partitions.
+    pub fn settle_unreachable(&mut self, component: &[u32]) {
+        let reached_all: Vec<(KeyId, Version)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| !p.sampled)
+            .filter(|(_, p)| {
+                let holding: BTreeSet<u32> = (0..p.have.len())
+                    .filter(|&i| p.have[i] && self.up[i])
+                    .map(|i| component[i])
+                    .collect();
+                (0..p.have.len())
+                    .filter(|&i| p.eligible[i] && !p.have[i])
+                    .all(|i| !holding.contains(&component[i]))
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        for key in reached_all {
+            if let Some(p) = self.pending.get_mut(&key) {
+                p.sampled = true;
+                self.cut_off += 1;
+                self.convergence_ms
+                    .push(p.last_arrival.duration_since(p.written_at).as_millis() as u64);
+            }
+        }
+    }
+
     pub fn heal_started(&mut self, now: Instant) {
         let waiting: BTreeSet<_> = self.pending.keys().copied().collect();
         let converged_at = waiting.is_empty().then_some(now);
@@ -183,8 +227,10 @@ impl CrdtTracker {
 
     fn converge(&mut self, key: (KeyId, Version), now: Instant) {
         if let Some(pending) = self.pending.remove(&key) {
-            self.convergence_ms
-                .push(now.duration_since(pending.written_at).as_millis() as u64);
+            if !pending.sampled {
+                self.convergence_ms
+                    .push(now.duration_since(pending.written_at).as_millis() as u64);
+            }
             self.done.insert(key);
         }
         self.settle_heals(&key, now);
@@ -252,8 +298,9 @@ impl CrdtTracker {
             bootstrap_bytes_per_node: bootstrap_bytes as f64 / nodes.max(1) as f64,
             updates: self.updates,
             converged,
-            unconverged: self.pending.len() as u64,
+            unconverged: self.pending.values().filter(|p| !p.sampled).count() as u64,
             superseded: self.superseded,
+            cut_off: self.cut_off,
             convergence_ms_p50: measure::quantile(&self.convergence_ms, 0.5),
             convergence_ms_p99: measure::quantile(&self.convergence_ms, 0.99),
             heal_convergence_ms: heals.clone(),
@@ -296,6 +343,10 @@ pub struct CrdtReport {
     pub unconverged: u64,
     /// Overwritten by a newer version before reaching everyone (not counted either way).
     pub superseded: u64,
+    /// Of the converged: reached every node it could while some nodes that were up
+    /// when it was written were cut off from every holder (isolated by churn, or across
+    /// a partition); they get it when joined again.
+    pub cut_off: u64,
     /// From an update's write to the moment every node up then (and since) held it.
     pub convergence_ms_p50: Option<f64>,
     pub convergence_ms_p99: Option<f64>,
