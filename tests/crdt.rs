@@ -65,6 +65,15 @@ fn the_registry_fills_keys_replicate_departed_nodes_expire_and_state_survives_re
         assert!(record["expires_ms"].as_u64() > record["updated_ms"].as_u64());
     }
 
+    // Prometheus sees the replica.
+    let (_, metrics) = common::http_get(nodes[0].api_port, "/metrics").unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("x0_crdt_entries ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+
     // The CLI prints the same registry as a table.
     let api = format!("http://127.0.0.1:{}", nodes[1].api_port);
     let out = common::run(&["registry", "--api", &api]);

@@ -341,6 +341,7 @@ impl CrdtState {
                 }
                 Output::Applied(entry) => {
                     changed = true;
+                    metrics::counter!("x0_crdt_applied_total").increment(1);
                     self.dirty = true;
                     self.share_keys(&entry);
                     self.args.observer.crdt_applied(&entry);
@@ -348,6 +349,7 @@ impl CrdtState {
                 }
                 Output::Expired(key) => {
                     changed = true;
+                    metrics::counter!("x0_crdt_expired_total").increment(1);
                     self.dirty = true;
                     let _ = self.args.changes.send(Change::Expired(key));
                 }
@@ -359,7 +361,10 @@ impl CrdtState {
             }
         }
         if changed {
-            self.args.observer.crdt_root(self.sync.state().root());
+            let state = self.sync.state();
+            self.args.observer.crdt_root(state.root());
+            metrics::gauge!("x0_crdt_entries").set(state.len() as f64);
+            metrics::gauge!("x0_crdt_state_bytes").set(state.bytes() as f64);
         }
     }
 
