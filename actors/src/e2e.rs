@@ -19,6 +19,7 @@ use x0_protocols::e2e::{self, ContentKind, E2eMessage, Letter, ReceiptStatus};
 use x0_protocols::forwarding::{Delivered, Service};
 use x0_protocols::{Identity, NodeId};
 
+use crate::crdt::CrdtMsg;
 use crate::observer::NodeObserver;
 use crate::supervisor::NodeMsg;
 
@@ -91,6 +92,10 @@ pub enum E2eMsg {
     LearnKeys {
         node: NodeId,
         keys: E2ePublic,
+    },
+    /// The registry has no record of `node` (or the node runs without CRDT sync): ask it.
+    KeysUnknown {
+        node: NodeId,
     },
     Tick,
 }
@@ -206,6 +211,12 @@ impl Actor for E2eActor {
                 let _ = reply.send(state.outbox.values().map(|t| t.entry.clone()).collect());
             }
             E2eMsg::LearnKeys { node, keys } => state.learn_keys(node, keys),
+            E2eMsg::KeysUnknown { node } => {
+                if state.waiting.contains_key(&node) {
+                    state.requested.insert(node, tokio::time::Instant::now());
+                    state.route(node, &E2eMessage::KeyRequest);
+                }
+            }
             E2eMsg::Tick => state.expire(),
         }
         Ok(())
@@ -302,8 +313,13 @@ impl E2eState {
             .get(&destination)
             .is_none_or(|at| now.duration_since(*at) >= REQUEST_EVERY);
         if due {
+            // The registry first (answered at once, locally); the destination itself
+            // only if the registry does not know it (`KeysUnknown`).
             self.requested.insert(destination, now);
-            self.route(destination, &E2eMessage::KeyRequest);
+            let _ = self
+                .args
+                .supervisor
+                .cast(NodeMsg::Crdt(CrdtMsg::LookupKeys { node: destination }));
         }
         message_id
     }

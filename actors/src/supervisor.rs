@@ -509,13 +509,18 @@ impl Actor for NodeSupervisor {
             NodeMsg::E2e(message) => {
                 let _ = state.e2e.cast(message);
             }
-            NodeMsg::Crdt(message) => {
-                // Without CRDT sync the message (and its reply port) is dropped, which
-                // the caller sees as the subsystem being down.
-                if let Some(crdt) = &state.crdt {
+            NodeMsg::Crdt(message) => match (&state.crdt, message) {
+                (Some(crdt), message) => {
                     let _ = crdt.cast(message);
                 }
-            }
+                // No registry to look in: the e2e actor asks the destination itself.
+                (None, CrdtMsg::LookupKeys { node }) => {
+                    let _ = state.e2e.cast(E2eMsg::KeysUnknown { node });
+                }
+                // Dropping the message (and its reply port) tells the caller the
+                // subsystem is down.
+                (None, _) => {}
+            },
             NodeMsg::CrdtWatch(reply) => {
                 let _ = reply.send(state.crdt_changes.subscribe());
             }

@@ -199,6 +199,9 @@ fn keys_from_the_registry_spare_the_key_request() {
             .send_sealed(ids[3], SECRET.to_vec(), Outgoing::default(), None)
             .await
             .expect("sealed send");
+        // Local lookups take no virtual time; asking the destination, three hops away
+        // over 10 ms links, takes at least 60 ms.
+        tokio::time::sleep(Duration::from_millis(10)).await;
         let outbox: Vec<OutboxEntry> = nodes[0].outbox().await.expect("outbox");
         let entry = outbox
             .iter()

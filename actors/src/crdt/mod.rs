@@ -119,6 +119,10 @@ pub enum CrdtMsg {
     },
     Registry(RpcReplyPort<Vec<RegistryRecord>>),
     Status(RpcReplyPort<CrdtStatus>),
+    /// From the e2e actor: tell it `node`'s keys from the registry (or that there are none).
+    LookupKeys {
+        node: NodeId,
+    },
 }
 
 pub struct CrdtArgs {
@@ -208,11 +212,6 @@ impl Actor for CrdtActor {
             rng: ChaCha8Rng::seed_from_u64(args.seed.rotate_left(29)),
             args,
         };
-        // Records restored from disk are known keys too.
-        let restored: Vec<Arc<SignedEntry>> = state.sync.state().space(REGISTRY).cloned().collect();
-        for entry in &restored {
-            state.share_keys(entry);
-        }
         state.publish_record(now, true);
         state.drain();
         state.arm(&myself);
@@ -272,6 +271,7 @@ impl Actor for CrdtActor {
             CrdtMsg::Space { space, reply } => {
                 let _ = reply.send(state.sync.state().space(&space).cloned().collect());
             }
+            CrdtMsg::LookupKeys { node } => state.lookup_keys(node),
             CrdtMsg::Registry(reply) => {
                 let _ = reply.send(state.registry());
             }
@@ -343,7 +343,6 @@ impl CrdtState {
                     changed = true;
                     metrics::counter!("x0_crdt_applied_total").increment(1);
                     self.dirty = true;
-                    self.share_keys(&entry);
                     self.args.observer.crdt_applied(&entry);
                     let _ = self.args.changes.send(Change::Written(entry));
                 }
@@ -368,21 +367,28 @@ impl CrdtState {
         }
     }
 
-    /// Hands another node's end-to-end keys from its registry record to the e2e actor,
-    /// which then seals to it without asking it first.
-    fn share_keys(&self, entry: &SignedEntry) {
-        let e = &entry.entry;
-        if e.key.space != REGISTRY || e.writer == self.args.identity.id() {
-            return;
-        }
-        if let Some(record) = e.value.as_deref().and_then(|v| NodeRecord::decode(v).ok()) {
-            let _ = self.args.supervisor.cast(crate::supervisor::NodeMsg::E2e(
-                crate::e2e::E2eMsg::LearnKeys {
-                    node: e.writer,
-                    keys: record.e2e,
-                },
-            ));
-        }
+    /// Answers the e2e actor's question for `node`'s end-to-end keys from its signed
+    /// registry record. Asked per destination, not pushed per record: a thousand
+    /// records' ML-KEM keys copied into every node's cache would cost 1.2 MB a node.
+    fn lookup_keys(&self, node: NodeId) {
+        use crate::e2e::E2eMsg;
+        let record = self
+            .sync
+            .state()
+            .get(&record_key(&node))
+            .and_then(|e| e.entry.value.as_deref())
+            .and_then(|v| NodeRecord::decode(v).ok());
+        let answer = match record {
+            Some(record) => E2eMsg::LearnKeys {
+                node,
+                keys: record.e2e,
+            },
+            None => E2eMsg::KeysUnknown { node },
+        };
+        let _ = self
+            .args
+            .supervisor
+            .cast(crate::supervisor::NodeMsg::E2e(answer));
     }
 
     fn arm(&mut self, myself: &ActorRef<CrdtMsg>) {
