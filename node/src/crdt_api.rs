@@ -41,44 +41,14 @@ fn crdt_error(e: ActorError) -> Response {
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct RegistryBody {
     pub count: usize,
-    pub records: Vec<RegistryRecordBody>,
-}
-
-/// A registry record as the API shows it (ids as text).
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct RegistryRecordBody {
-    pub id: String,
-    pub addresses: Vec<String>,
-    pub mlkem_public_key: String,
-    pub x25519_public_key: String,
-    pub roles: Vec<String>,
-    pub software: String,
-    pub version: u64,
-    pub updated_ms: u64,
-    pub expires_ms: u64,
-}
-
-impl From<RegistryRecord> for RegistryRecordBody {
-    fn from(r: RegistryRecord) -> Self {
-        RegistryRecordBody {
-            id: r.id.to_string(),
-            addresses: r.addresses,
-            mlkem_public_key: r.mlkem_public_key,
-            x25519_public_key: r.x25519_public_key,
-            roles: r.roles,
-            software: r.software,
-            version: r.version,
-            updated_ms: r.updated_ms,
-            expires_ms: r.expires_ms,
-        }
-    }
+    pub records: Vec<RegistryRecord>,
 }
 
 async fn registry(State(state): State<Arc<ApiState>>) -> Response {
     match state.node.registry().await {
         Ok(records) => Json(RegistryBody {
             count: records.len(),
-            records: records.into_iter().map(RegistryRecordBody::from).collect(),
+            records,
         })
         .into_response(),
         Err(e) => crdt_error(e),

@@ -71,6 +71,8 @@ pub enum Change {
 /// A node as the registry shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistryRecord {
+    /// As text (`12D3KooW…`), the way every other API shows node ids.
+    #[serde(with = "node_id_text")]
     pub id: NodeId,
     pub addresses: Vec<String>,
     /// Hex of the ML-KEM-768 encapsulation key (1,184 bytes).
@@ -464,5 +466,21 @@ fn rejection_reason(error: &EntryError) -> &'static str {
         EntryError::NotAllowed(_) => "not_allowed",
         EntryError::Expired => "expired",
         EntryError::FromTheFuture => "from_the_future",
+    }
+}
+
+/// Serde for a node id as its text form.
+mod node_id_text {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+    use x0_protocols::NodeId;
+
+    pub fn serialize<S: Serializer>(id: &NodeId, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(id)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<NodeId, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(D::Error::custom)
     }
 }
