@@ -80,6 +80,8 @@ pub struct CrdtSection {
     pub refresh_ms: Option<u64>,
     pub announce_ms: u64,
     pub anti_entropy_ms: u64,
+    /// Neighbors a registry record is pushed to outright (see `SyncSettings`).
+    pub large_fanout: usize,
 }
 
 impl Default for CrdtSection {
@@ -93,6 +95,7 @@ impl Default for CrdtSection {
             refresh_ms: None,
             announce_ms: settings.sync.announce_ms,
             anti_entropy_ms: settings.sync.anti_entropy_ms,
+            large_fanout: settings.sync.large_fanout,
         }
     }
 }
@@ -462,6 +465,12 @@ impl Scenario {
                 format!("must be between 1 and 10000, got {}", c.announce_ms),
             ));
         }
+        if c.large_fanout > 64 {
+            return Err(invalid(
+                "crdt.large_fanout",
+                format!("must be at most 64, got {}", c.large_fanout),
+            ));
+        }
         if !(50..=600_000).contains(&c.anti_entropy_ms) {
             return Err(invalid(
                 "crdt.anti_entropy_ms",
@@ -497,6 +506,7 @@ impl Scenario {
             settings.refresh_ms = c.refresh_ms.unwrap_or(c.record_expiry_ms / 3);
             settings.sync.announce_ms = c.announce_ms;
             settings.sync.anti_entropy_ms = c.anti_entropy_ms;
+            settings.sync.large_fanout = c.large_fanout;
             settings
         })
     }
