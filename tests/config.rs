@@ -138,6 +138,43 @@ fn simulate_refuses_impossible_arguments() {
     assert!(!out.status.success());
 }
 
+#[test]
+fn simulate_runs_crdt_sync_unless_told_not_to() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let report = |extra: &[&str]| {
+        let path = dir.path().join("report.json");
+        let path_text = path.to_str().expect("a UTF-8 path");
+        let mut args = vec![
+            "simulate",
+            "--nodes",
+            "20",
+            "--duration",
+            "8s",
+            "-q",
+            "--report",
+            path_text,
+        ];
+        args.extend_from_slice(extra);
+        let out = common::run(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(&path).expect("report written");
+        serde_json::from_str::<serde_json::Value>(&text).expect("JSON report")
+    };
+    let with = report(&[]);
+    assert!(
+        with["crdt"]["bootstrap_ms"].as_u64().is_some(),
+        "{}",
+        with["crdt"]
+    );
+    assert_eq!(with["crdt"]["entries_per_node"].as_f64(), Some(20.0));
+    let without = report(&["--no-crdt"]);
+    assert!(without["crdt"].is_null(), "{}", without["crdt"]);
+}
+
 /// Writes a cluster file `text` next to two node configs, `a.toml` and `b.toml`.
 fn cluster_dir(text: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");

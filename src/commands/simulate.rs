@@ -43,6 +43,9 @@ pub struct SimulateArgs {
     /// Run without the ledger.
     #[arg(long)]
     no_ledger: bool,
+    /// Run without CRDT sync (no registry: much faster at 1000 nodes, see BENCHMARKS.md).
+    #[arg(long)]
+    no_crdt: bool,
     /// Write the full report as JSON here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -125,6 +128,9 @@ fn scenario_from(args: &SimulateArgs) -> Result<Scenario> {
     }
     if args.no_ledger {
         scenario.ledger.enabled = Some(false);
+    }
+    if args.no_crdt {
+        scenario.crdt.enabled = false;
     }
     scenario.validate(&format!("{origin} (with command-line overrides)"))?;
     Ok(scenario)
