@@ -100,7 +100,7 @@ async fn an_embedded_programs_replicated_map_converges_and_can_be_watched() {
         .expect("b is running");
     assert_eq!(change.name, b"lobby");
     assert_eq!(change.value.as_deref(), Some(&b"open"[..]));
-    assert_eq!(change.writer, a.id());
+    assert_eq!(change.writer, Some(a.id()));
     assert_eq!(
         rooms_b.get("lobby").await.expect("get"),
         Some(b"open".to_vec())

@@ -716,10 +716,10 @@ impl NodeState {
             self.drop_inbound("not_from_link_peer");
             return;
         }
-        if envelope.kind == Kind::Crdt {
+        if envelope.kind.is_link_local() {
             // Unsigned (see `Envelope::link_local`): it rides on a link whose peer has
             // already proved its key with a signed envelope; until then it is dropped,
-            // and anti-entropy asks again.
+            // and the sender asks again.
             if !self.verified_links.contains(&envelope.from) {
                 self.drop_inbound("unauthenticated_link");
                 return;

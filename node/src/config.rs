@@ -429,9 +429,8 @@ impl NodeConfig {
             config.crdt = None;
         } else if let Some(crdt) = &mut config.crdt {
             if let Some(v) = c.record_expiry_ms {
-                crdt.policy.record_expiry_ms = v;
                 // The refresh follows the expiry unless it is set too.
-                crdt.refresh_ms = v / 3;
+                crdt.set_record_expiry(v);
             }
             crdt.refresh_ms = c.refresh_ms.unwrap_or(crdt.refresh_ms);
             crdt.policy.tombstone_expiry_ms = c

@@ -66,6 +66,12 @@ impl Kind {
         }
     }
 
+    /// Envelopes of this kind are sent unsigned ([`Envelope::link_local`]) and ride on
+    /// the link's authentication: their contents carry their own signatures.
+    pub fn is_link_local(self) -> bool {
+        matches!(self, Kind::Crdt)
+    }
+
     /// A stable lowercase name, used as a metric label.
     pub fn name(self) -> &'static str {
         match self {

@@ -267,10 +267,7 @@ async fn simulate(
         }
         _ => None,
     };
-    let crdt = match scenario.crdt.enabled {
-        true => Some(measure_crdt(&mesh, &live, virtual_seconds, &traffic).await?),
-        false => None,
-    };
+    let crdt = measure_crdt(&mesh, &live, virtual_seconds, &traffic).await?;
     pump.abort();
     drop(live);
     for index in 0..scenario.nodes as u32 {
@@ -308,13 +305,17 @@ async fn simulate(
     })
 }
 
-/// The report's `crdt` section: the tracker's timings and every live node's state.
+/// The report's `crdt` section, when the run has CRDT sync: the tracker's timings and
+/// every live node's state.
 async fn measure_crdt(
     mesh: &Mesh,
     live: &[Arc<NodeHandle>],
     virtual_seconds: f64,
     traffic: &crate::net::TrafficStats,
-) -> Result<CrdtReport, SimError> {
+) -> Result<Option<CrdtReport>, SimError> {
+    if mesh.recorder.lock().crdt.is_none() {
+        return Ok(None);
+    }
     let (mut state_bytes, mut entries, mut rejected) = (0usize, 0usize, 0u64);
     for (index, node) in live.iter().enumerate() {
         let status = node.crdt_status().await.map_err(|e| SimError::NodeQuery {
@@ -336,10 +337,7 @@ async fn measure_crdt(
         entries_per_node: entries as f64 / live_count,
         rejected,
     };
-    Ok(match &obs.crdt {
-        Some(tracker) => tracker.report(figures),
-        None => CrdtTracker::new(0, mesh.epoch).report(figures),
-    })
+    Ok(obs.crdt.as_ref().map(|tracker| tracker.report(figures)))
 }
 
 /// A fresh ledger store on redb's in-memory backend: the same storage code as a real

@@ -502,8 +502,8 @@ impl Scenario {
         let c = &self.crdt;
         c.enabled.then(|| {
             let mut settings = x0_actors::CrdtSettings::default();
-            settings.policy.record_expiry_ms = c.record_expiry_ms;
-            settings.refresh_ms = c.refresh_ms.unwrap_or(c.record_expiry_ms / 3);
+            settings.set_record_expiry(c.record_expiry_ms);
+            settings.refresh_ms = c.refresh_ms.unwrap_or(settings.refresh_ms);
             settings.sync.announce_ms = c.announce_ms;
             settings.sync.anti_entropy_ms = c.anti_entropy_ms;
             settings.sync.large_fanout = c.large_fanout;

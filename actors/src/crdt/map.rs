@@ -23,8 +23,8 @@ pub struct MapChange {
     pub name: Vec<u8>,
     /// The new value; `None` when the key was removed (or its removal expired).
     pub value: Option<Vec<u8>>,
-    /// Who wrote it.
-    pub writer: x0_protocols::NodeId,
+    /// Who wrote it; `None` when the change is an expiry, which nobody wrote.
+    pub writer: Option<x0_protocols::NodeId>,
 }
 
 impl ReplicatedMap {
@@ -97,14 +97,14 @@ impl MapWatch {
                     return Some(MapChange {
                         name: entry.entry.key.name.clone(),
                         value: entry.entry.value.clone(),
-                        writer: entry.entry.writer,
+                        writer: Some(entry.entry.writer),
                     });
                 }
                 Ok(Change::Expired(key)) if key.space == self.space => {
                     return Some(MapChange {
                         name: key.name,
                         value: None,
-                        writer: x0_protocols::NodeId::default(),
+                        writer: None,
                     });
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}

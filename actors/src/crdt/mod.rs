@@ -46,6 +46,15 @@ pub struct CrdtSettings {
     pub roles: Vec<String>,
 }
 
+impl CrdtSettings {
+    /// Sets the record expiry, and the refresh to a third of it (a lost refresh or two
+    /// then still does not expire a live node).
+    pub fn set_record_expiry(&mut self, ms: u64) {
+        self.policy.record_expiry_ms = ms;
+        self.refresh_ms = ms / 3;
+    }
+}
+
 impl Default for CrdtSettings {
     fn default() -> Self {
         let policy = Policy::default();

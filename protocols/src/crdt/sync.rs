@@ -483,23 +483,25 @@ impl CrdtSync {
     /// hold it already.
     fn announce(&mut self, now: Millis, entry: &Arc<SignedEntry>, holders: &[NodeId]) {
         let id = entry.key_id();
-        let targets: Vec<NodeId> = self
-            .neighbors
-            .iter()
-            .filter(|n| !holders.contains(n))
-            .copied()
-            .collect();
-        let pushed: BTreeSet<NodeId> = if entry.encoded_len() <= EAGER_MAX_BYTES {
-            targets.iter().copied().collect()
-        } else {
-            targets
+        let small = entry.encoded_len() <= EAGER_MAX_BYTES;
+        // The few neighbors a large entry goes to outright; none unless configured, so
+        // the common case draws nothing and allocates nothing here.
+        let mut pushed_large = Vec::new();
+        if !small && self.settings.large_fanout > 0 {
+            let targets: Vec<NodeId> = self
+                .neighbors
+                .iter()
+                .filter(|n| !holders.contains(n))
+                .copied()
+                .collect();
+            pushed_large = targets
                 .choose_multiple(&mut self.rng, self.settings.large_fanout)
                 .copied()
-                .collect()
-        };
-        for neighbor in targets {
-            let outgoing = self.pending.entry(neighbor).or_default();
-            if pushed.contains(&neighbor) {
+                .collect();
+        }
+        for neighbor in self.neighbors.iter().filter(|n| !holders.contains(n)) {
+            let outgoing = self.pending.entry(*neighbor).or_default();
+            if small || pushed_large.contains(neighbor) {
                 outgoing.push.insert(id, entry.clone());
             } else {
                 outgoing.have.insert(id, entry.version());
