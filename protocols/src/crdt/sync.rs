@@ -355,22 +355,12 @@ impl CrdtSync {
     }
 
     fn on_have(&mut self, now: Millis, from: NodeId, versions: Vec<(KeyId, Version)>) {
-        let mesh_now = self.mesh_time(now);
         let mut want = Vec::new();
         for (id, version) in versions.into_iter().take(MAX_HAVE) {
             if self
                 .state
                 .version_of(id)
                 .is_some_and(|mine| mine >= version)
-            {
-                continue;
-            }
-            // An announced version already past every expiry is not worth fetching.
-            if version.stamp.saturating_add(self.policy.record_expiry_ms) < mesh_now
-                && version
-                    .stamp
-                    .saturating_add(self.policy.tombstone_expiry_ms)
-                    < mesh_now
             {
                 continue;
             }
@@ -888,5 +878,33 @@ mod tests {
         mesh.advance(6_000, &mut |_| false);
         assert!(mesh.nodes.iter().all(|n| n.state().is_empty()));
         assert!(mesh.nodes.iter().all(|n| n.stats().expired == 1));
+    }
+
+    #[test]
+    fn values_older_than_every_expiry_still_reach_a_node_that_joins_late() {
+        // Application values never expire, however old: an announcement cannot tell a
+        // value from a record or tombstone, so age alone must not stop a fetch.
+        let policy = Policy {
+            record_expiry_ms: 100,
+            tombstone_expiry_ms: 200,
+            ..Policy::default()
+        };
+        let mut mesh = Mesh::new(2, vec![]);
+        for node in &mut mesh.nodes {
+            node.policy = policy;
+        }
+        let key = Key::new("app", b"old".to_vec());
+        mesh.nodes[0]
+            .write(
+                Millis(0),
+                &mesh.identities[0],
+                key.clone(),
+                Some(b"v".to_vec()),
+            )
+            .unwrap();
+        mesh.advance(1_000, &mut |_| false);
+        mesh.connect(0, 1);
+        mesh.advance(3_000, &mut |_| false);
+        assert!(mesh.nodes[1].state().get(&key).is_some());
     }
 }
