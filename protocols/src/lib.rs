@@ -5,6 +5,7 @@
 //! unseeded randomness. That is what lets the same code run under libp2p, in the simulator
 //! and in unit tests, and what makes a simulator run replayable from its seed.
 
+pub mod channel;
 pub mod crdt;
 pub mod crypto;
 pub mod discovery;

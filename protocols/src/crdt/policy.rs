@@ -1,5 +1,9 @@
 //! Who may write which keys, and when entries expire.
 //!
+//! Reserved spaces: a node writes only its own registry record; channel owners write their
+//! channels' descriptors and key grants, and members their own posts (see
+//! [`crate::channel`]).
+//!
 //! Expiry is a pure function of an entry's stamp and the mesh clock, so every node drops
 //! the same entries at (nearly) the same moment and no replica can bring an expired entry
 //! back: it is refused on arrival for the same reason it was dropped.
@@ -7,8 +11,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::state::{EntryError, SignedEntry};
-use crate::NodeId;
 use crate::crypto::seal::E2ePublic;
+use crate::{NodeId, channel};
 
 /// The node registry: one record per node, written by that node only, under its id.
 pub const REGISTRY: &str = "x0/registry";
@@ -21,6 +25,9 @@ pub struct Policy {
     pub record_expiry_ms: u64,
     /// A deleted application key is remembered (so older writes stay deleted) this long.
     pub tombstone_expiry_ms: u64,
+    /// A channel message is kept (and can be read by members) this long after it was
+    /// written; channels are for conversation, not storage.
+    pub post_expiry_ms: u64,
     /// Entries stamped further ahead of the local clock than this are refused: a writer
     /// cannot pin a key forever with a stamp from the far future.
     pub max_clock_skew_ms: u64,
@@ -31,6 +38,7 @@ impl Default for Policy {
         Policy {
             record_expiry_ms: 3_600_000,
             tombstone_expiry_ms: 24 * 3_600_000,
+            post_expiry_ms: 7 * 24 * 3_600_000,
             max_clock_skew_ms: 60_000,
         }
     }
@@ -43,8 +51,12 @@ impl Policy {
         entry.check_bounds()?;
         let e = &entry.entry;
         if e.key.space.starts_with(RESERVED_PREFIX) {
-            let own_record = e.key.space == REGISTRY && e.key.name == e.writer.as_bytes();
-            if !own_record {
+            let allowed = if e.key.space == REGISTRY {
+                e.key.name == e.writer.as_bytes()
+            } else {
+                channel::may_write(&e.key, &e.writer).unwrap_or(false)
+            };
+            if !allowed {
                 return Err(EntryError::NotAllowed(e.key.space.clone()));
             }
         }
@@ -63,6 +75,8 @@ impl Policy {
             self.record_expiry_ms
         } else if e.value.is_none() {
             self.tombstone_expiry_ms
+        } else if e.key.space == channel::CHANNEL_POSTS {
+            self.post_expiry_ms
         } else {
             return false;
         };
@@ -134,6 +148,15 @@ mod tests {
         ));
         let app = entry(&bob, Key::new("app", b"k".to_vec()), 10, Some(b"v"));
         assert_eq!(policy.admit(&app, 10), Ok(()));
+        let channel = crate::channel::ChannelId::new(alice.id(), "c").unwrap();
+        let descriptor = entry(&alice, channel.descriptor_key(), 10, Some(b"d"));
+        assert_eq!(policy.admit(&descriptor, 10), Ok(()));
+        let hijack = entry(&bob, channel.descriptor_key(), 10, Some(b"d"));
+        assert!(policy.admit(&hijack, 10).is_err());
+        let post = entry(&bob, channel.post_key(&bob.id(), 1), 10, Some(b"p"));
+        assert_eq!(policy.admit(&post, 10), Ok(()));
+        let as_alice = entry(&bob, channel.post_key(&alice.id(), 1), 10, Some(b"p"));
+        assert!(policy.admit(&as_alice, 10).is_err());
     }
 
     #[test]
@@ -141,6 +164,7 @@ mod tests {
         let policy = Policy {
             record_expiry_ms: 100,
             tombstone_expiry_ms: 50,
+            post_expiry_ms: 70,
             max_clock_skew_ms: 10,
         };
         let alice = Identity::from_seed([1; 32]);
@@ -152,6 +176,12 @@ mod tests {
         assert!(policy.expired(&tombstone, 1_051));
         let value = entry(&alice, Key::new("app", b"k".to_vec()), 1_000, Some(b"v"));
         assert!(!policy.expired(&value, u64::MAX));
+        let channel = crate::channel::ChannelId::new(alice.id(), "c").unwrap();
+        let post = entry(&alice, channel.post_key(&alice.id(), 1), 1_000, Some(b"p"));
+        assert!(!policy.expired(&post, 1_070));
+        assert!(policy.expired(&post, 1_071));
+        let descriptor = entry(&alice, channel.descriptor_key(), 1_000, Some(b"d"));
+        assert!(!policy.expired(&descriptor, u64::MAX));
         assert_eq!(policy.admit(&value, 989), Err(EntryError::FromTheFuture));
     }
 }

@@ -10,12 +10,14 @@
 //! - [`session`]: per-direction AEAD keys with counter nonces, a sliding replay window and
 //!   deterministic rekeying;
 //! - [`seal`]: self-contained signed sealed boxes to a recipient's long-term [`E2ePublic`]
-//!   keys, for end-to-end messages that cross relays.
+//!   keys, for end-to-end messages that cross relays;
+//! - [`group`]: symmetric keys shared by a channel's members, handed out in sealed boxes.
 //!
 //! The construction and its security argument are written down in `README.md` next to
 //! this file.
 
 mod aead;
+pub mod group;
 pub mod handshake;
 mod hybrid;
 pub(crate) use hybrid::sha256;
