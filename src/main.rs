@@ -40,6 +40,8 @@ enum Command {
     Keygen(commands::keygen::KeygenArgs),
     /// Read and write a running node's Raft ledger: status, append, entries, members.
     Ledger(commands::ledger::LedgerArgs),
+    /// Channels: groups whose posts only their members can read.
+    Channel(commands::channel::ChannelArgs),
 }
 
 fn main() -> Result<()> {
@@ -72,5 +74,6 @@ fn main() -> Result<()> {
         Command::Send(args) => commands::send::run(args),
         Command::Inbox(args) => commands::inbox::run(args),
         Command::Ledger(args) => commands::ledger::run(args),
+        Command::Channel(args) => commands::channel::run(args),
     }
 }

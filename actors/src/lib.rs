@@ -23,7 +23,8 @@ use tokio::task::JoinHandle;
 use x0_protocols::NodeId;
 
 pub use crdt::{
-    Change, CrdtSettings, CrdtStatus, CrdtStore, MapChange, MapWatch, RegistryRecord, ReplicatedMap,
+    Change, ChannelInfo, ChannelMessage, CrdtSettings, CrdtStatus, CrdtStore, MapChange, MapWatch,
+    RegistryRecord, ReplicatedMap,
 };
 pub use discovery::NeighborInfo;
 pub use ledger::{
@@ -35,6 +36,7 @@ pub use port::{Inbound, NetworkPort, PortError, Topic};
 pub use routing::{ForwardingStats, RouteEntry, SendError, Sent};
 pub use sessions::{Admission, SessionInfo};
 pub use supervisor::{NodeArgs, NodeMsg, NodeSettings, NodeStatus, NodeSupervisor, Subsystem};
+use x0_protocols::channel::{ChannelError, ChannelId};
 use x0_protocols::crdt::{EntryError, Key, SignedEntry};
 pub use x0_protocols::forwarding::Delivered;
 use x0_protocols::forwarding::Service;
@@ -54,6 +56,8 @@ pub enum ActorError {
     Refused(#[from] EntryError),
     #[error("this node runs without CRDT sync")]
     CrdtDisabled,
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
 }
 
 /// How long a query to a running node's actors may take before we call it hung.
@@ -316,6 +320,93 @@ impl NodeHandle {
     /// A receiver that falls more than 1,024 changes behind skips the oldest.
     pub async fn crdt_watch(&self) -> Result<tokio::sync::broadcast::Receiver<Change>, ActorError> {
         self.query(NodeMsg::CrdtWatch).await
+    }
+
+    /// Creates a channel owned by this node, readable by `members` and this node only.
+    /// Every member must have a registry record (its public keys) on this replica.
+    pub async fn channel_create(
+        &self,
+        name: &str,
+        members: Vec<NodeId>,
+    ) -> Result<ChannelInfo, ActorError> {
+        let name = name.to_string();
+        self.channel_query(|reply| crdt::ChannelRequest::Create {
+            name,
+            members,
+            reply,
+        })
+        .await
+    }
+
+    /// Replaces the members of a channel this node owns. The channel gets a new key:
+    /// removed members cannot read what is posted from now on.
+    pub async fn channel_set_members(
+        &self,
+        name: &str,
+        members: Vec<NodeId>,
+    ) -> Result<ChannelInfo, ActorError> {
+        let name = name.to_string();
+        self.channel_query(|reply| crdt::ChannelRequest::SetMembers {
+            name,
+            members,
+            reply,
+        })
+        .await
+    }
+
+    /// Deletes a channel this node owns, with every member's key.
+    pub async fn channel_delete(&self, name: &str) -> Result<(), ActorError> {
+        let name = name.to_string();
+        self.channel_query(|reply| crdt::ChannelRequest::Delete { name, reply })
+            .await
+    }
+
+    /// The channels this node is a member of.
+    pub async fn channels(&self) -> Result<Vec<ChannelInfo>, ActorError> {
+        self.crdt_query(|reply| crdt::CrdtMsg::Channel(crdt::ChannelRequest::List(reply)))
+            .await
+    }
+
+    /// Posts `body` to a channel this node is a member of.
+    pub async fn channel_post(
+        &self,
+        channel: ChannelId,
+        content: e2e::Outgoing,
+        body: Vec<u8>,
+    ) -> Result<ChannelMessage, ActorError> {
+        self.channel_query(|reply| crdt::ChannelRequest::Post {
+            channel,
+            content,
+            body,
+            reply,
+        })
+        .await
+    }
+
+    /// Every post of `channel` this node can read, oldest first.
+    pub async fn channel_read(
+        &self,
+        channel: ChannelId,
+    ) -> Result<Vec<ChannelMessage>, ActorError> {
+        self.channel_query(|reply| crdt::ChannelRequest::Read { channel, reply })
+            .await
+    }
+
+    /// Every channel post written elsewhere that this node can read, from now on, as
+    /// soon as it can be read. A receiver that falls 1,024 posts behind skips the oldest.
+    pub async fn channel_watch(
+        &self,
+    ) -> Result<tokio::sync::broadcast::Receiver<ChannelMessage>, ActorError> {
+        self.query(NodeMsg::ChannelWatch).await
+    }
+
+    async fn channel_query<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(ractor::RpcReplyPort<Result<T, ChannelError>>) -> crdt::ChannelRequest,
+    ) -> Result<T, ActorError> {
+        Ok(self
+            .crdt_query(|reply| crdt::CrdtMsg::Channel(make(reply)))
+            .await??)
     }
 
     async fn crdt_query<T: Send + 'static>(

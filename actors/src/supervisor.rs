@@ -16,7 +16,7 @@ use x0_protocols::routing::{RoutingConfig, link_cost};
 use x0_protocols::{Envelope, Identity, Kind, NodeId};
 
 use crate::clock::NodeClock;
-use crate::crdt::{Change, CrdtActor, CrdtArgs, CrdtMsg, CrdtSettings, CrdtStore};
+use crate::crdt::{Change, ChannelMessage, CrdtActor, CrdtArgs, CrdtMsg, CrdtSettings, CrdtStore};
 use crate::discovery::{DiscoveryActor, DiscoveryArgs, DiscoveryMsg, LinkEvent, NeighborInfo};
 use crate::e2e::{E2eActor, E2eArgs, E2eMsg};
 use crate::ledger::{LedgerActor, LedgerArgs, LedgerMsg, LedgerSettings, LedgerStore};
@@ -164,6 +164,8 @@ pub enum NodeMsg {
     Crdt(CrdtMsg),
     /// A receiver of every change to the CRDT state from now on.
     CrdtWatch(RpcReplyPort<tokio::sync::broadcast::Receiver<Change>>),
+    /// A receiver of every channel post this node can read, from now on.
+    ChannelWatch(RpcReplyPort<tokio::sync::broadcast::Receiver<ChannelMessage>>),
     /// From routing: this neighbor stopped acknowledging relays.
     Unresponsive(NodeId),
     /// Fault injection: make a child panic.
@@ -181,8 +183,8 @@ pub struct NodeState {
     e2e: ActorRef<E2eMsg>,
     crdt: Option<ActorRef<CrdtMsg>>,
     crdt_pending: Arc<AtomicUsize>,
-    /// Outlives CRDT actor restarts, so watchers keep watching.
-    crdt_changes: tokio::sync::broadcast::Sender<Change>,
+    /// Outlive CRDT actor restarts, so watchers keep watching.
+    crdt_watchers: CrdtWatchers,
     /// Link peers whose envelope signature has been checked since their link came up.
     verified_links: BTreeSet<NodeId>,
     /// Strangers to a closed mesh already refused (and logged) once.
@@ -197,6 +199,24 @@ pub struct NodeState {
 }
 
 pub struct NodeSupervisor;
+
+/// Where the CRDT actor tells of changes and readable channel posts.
+struct CrdtWatchers {
+    changes: tokio::sync::broadcast::Sender<Change>,
+    channel_posts: tokio::sync::broadcast::Sender<ChannelMessage>,
+}
+
+/// A generator seed of its own for one actor: distinct from the other actors' (by
+/// `stream`) and from the actor's earlier incarnations, so a restart never replays
+/// ephemeral keys or nonces.
+fn crypto_stream(args: &NodeArgs, stream: u8, incarnation: u64) -> [u8; 32] {
+    let mut seed = args.crypto_seed;
+    seed[31] ^= stream;
+    for (i, b) in incarnation.to_le_bytes().iter().enumerate() {
+        seed[8 + i] ^= b;
+    }
+    seed
+}
 
 impl NodeSupervisor {
     async fn spawn_sessions(
@@ -281,17 +301,11 @@ impl NodeSupervisor {
         clock: NodeClock,
         incarnation: u64,
     ) -> Result<ActorRef<E2eMsg>, ActorProcessingErr> {
-        let mut rng_seed = args.crypto_seed;
-        // Its own stream, distinct from the sessions' and from earlier incarnations.
-        rng_seed[31] ^= 0xE2;
-        for (i, b) in incarnation.to_le_bytes().iter().enumerate() {
-            rng_seed[8 + i] ^= b;
-        }
         let e2e_args = E2eArgs {
             identity: args.identity.clone(),
             supervisor: myself.clone(),
             observer: args.observer.clone(),
-            rng_seed,
+            rng_seed: crypto_stream(args, 0xE2, incarnation),
             clock,
         };
         let (actor, _) = Actor::spawn_linked(None, E2eActor, e2e_args, myself.get_cell()).await?;
@@ -303,7 +317,7 @@ impl NodeSupervisor {
         args: &NodeArgs,
         clock: NodeClock,
         pending: Arc<AtomicUsize>,
-        changes: tokio::sync::broadcast::Sender<Change>,
+        watchers: &CrdtWatchers,
         incarnation: u64,
     ) -> Result<Option<ActorRef<CrdtMsg>>, ActorProcessingErr> {
         let Some(settings) = args.settings.crdt.clone() else {
@@ -316,9 +330,11 @@ impl NodeSupervisor {
             clock,
             epoch_ms: args.mesh_epoch_ms,
             seed: (args.seed ^ incarnation.wrapping_mul(0x94D0_49BB_1331_11EB)).rotate_left(7),
+            crypto_seed: crypto_stream(args, 0xC7, incarnation),
             store: args.crdt_store.clone(),
             verifier: args.verifier.clone(),
-            changes,
+            changes: watchers.changes.clone(),
+            channel_posts: watchers.channel_posts.clone(),
             observer: args.observer.clone(),
             supervisor: myself.clone(),
             pending,
@@ -368,20 +384,23 @@ impl Actor for NodeSupervisor {
         let ledger = Self::spawn_ledger(&myself, &args, 0).await?;
         let e2e = Self::spawn_e2e(&myself, &args, clock, 0).await?;
         let crdt_pending = Arc::new(AtomicUsize::new(0));
-        let (crdt_changes, _) = tokio::sync::broadcast::channel(1024);
+        let crdt_watchers = CrdtWatchers {
+            changes: tokio::sync::broadcast::channel(1024).0,
+            channel_posts: tokio::sync::broadcast::channel(1024).0,
+        };
         let crdt = Self::spawn_crdt(
             &myself,
             &args,
             clock,
             crdt_pending.clone(),
-            crdt_changes.clone(),
+            &crdt_watchers,
             0,
         )
         .await?;
         Ok(NodeState {
             crdt,
             crdt_pending,
-            crdt_changes,
+            crdt_watchers,
             clock,
             discovery,
             discovery_pending: pending,
@@ -522,7 +541,10 @@ impl Actor for NodeSupervisor {
                 (None, _) => {}
             },
             NodeMsg::CrdtWatch(reply) => {
-                let _ = reply.send(state.crdt_changes.subscribe());
+                let _ = reply.send(state.crdt_watchers.changes.subscribe());
+            }
+            NodeMsg::ChannelWatch(reply) => {
+                let _ = reply.send(state.crdt_watchers.channel_posts.subscribe());
             }
             NodeMsg::Crash(Subsystem::Crdt, reason) => {
                 if let Some(crdt) = &state.crdt {
@@ -643,7 +665,7 @@ impl Actor for NodeSupervisor {
                 &state.args,
                 state.clock,
                 state.crdt_pending.clone(),
-                state.crdt_changes.clone(),
+                &state.crdt_watchers,
                 state.restarts,
             )
             .await?;

@@ -48,6 +48,7 @@ pub(crate) fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/outbox", get(outbox))
         .merge(crate::ledger_api::routes())
         .merge(crate::crdt_api::routes())
+        .merge(crate::channel_api::routes())
         .with_state(state)
 }
 
@@ -309,7 +310,7 @@ struct SendBody {
     mime: Option<String>,
 }
 
-fn content_kind(name: &str) -> Option<ContentKind> {
+pub(crate) fn content_kind(name: &str) -> Option<ContentKind> {
     Some(match name {
         "text" => ContentKind::Text,
         "file" => ContentKind::File,
@@ -424,6 +425,9 @@ struct MessageBody {
     mime: Option<String>,
     size: Option<u64>,
     sha256: Option<String>,
+    /// Posted to this channel (`<owner>/<name>`) rather than sent to this node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel: Option<String>,
     /// The payload as text when it is UTF-8.
     text: Option<String>,
     hex: String,
@@ -443,6 +447,7 @@ impl From<InboxMessage> for MessageBody {
             mime: m.content.as_ref().and_then(|c| c.mime.clone()),
             size: m.content.as_ref().map(|c| c.size),
             sha256: m.content.as_ref().map(|c| hex::encode(c.sha256)),
+            channel: m.channel,
             hex: hex::encode(&m.payload),
             text: String::from_utf8(m.payload).ok(),
         }

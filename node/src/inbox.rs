@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use x0_actors::Delivered;
+use x0_actors::{ChannelMessage, Delivered};
 use x0_protocols::NodeId;
 
 /// Messages held when nobody reads them.
@@ -29,6 +29,8 @@ pub struct InboxMessage {
     pub encrypted: bool,
     /// What a sealed message is (kind, file name, MIME type, size, SHA-256).
     pub content: Option<x0_protocols::e2e::ContentMeta>,
+    /// Posted to this channel (`<owner>/<name>`) rather than sent to this node.
+    pub channel: Option<String>,
     pub payload: Vec<u8>,
 }
 
@@ -59,23 +61,45 @@ impl Inbox {
     }
 
     pub fn push(&self, delivered: Delivered) {
-        let received_at_unix_ms = SystemTime::now()
+        self.hold(InboxMessage {
+            seq: 0,
+            from: delivered.origin,
+            id: delivered.id,
+            hops: delivered.hops,
+            received_at_unix_ms: 0,
+            encrypted: delivered.service == x0_protocols::forwarding::Service::E2e,
+            content: delivered.content,
+            channel: None,
+            payload: delivered.payload,
+        });
+    }
+
+    /// A channel post that just became readable here. It came by gossip, so it has no
+    /// hop count.
+    pub fn push_channel(&self, post: ChannelMessage) {
+        self.hold(InboxMessage {
+            seq: 0,
+            from: post.from,
+            id: post.post_id,
+            hops: 0,
+            received_at_unix_ms: 0,
+            encrypted: true,
+            content: Some(post.content),
+            channel: Some(post.channel),
+            payload: post.body,
+        });
+    }
+
+    /// Numbers, stamps and keeps `message`, dropping the oldest past capacity.
+    fn hold(&self, mut message: InboxMessage) {
+        message.received_at_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         {
             let mut state = self.lock();
-            let seq = state.next_seq;
+            message.seq = state.next_seq;
             state.next_seq += 1;
-            state.messages.push_back(InboxMessage {
-                seq,
-                from: delivered.origin,
-                id: delivered.id,
-                hops: delivered.hops,
-                received_at_unix_ms,
-                encrypted: delivered.service == x0_protocols::forwarding::Service::E2e,
-                content: delivered.content,
-                payload: delivered.payload,
-            });
+            state.messages.push_back(message);
             while state.messages.len() > self.capacity {
                 state.messages.pop_front();
                 state.evicted += 1;

@@ -21,6 +21,7 @@
 //! ```
 
 pub mod api;
+pub mod channel_api;
 pub mod config;
 pub mod crdt_api;
 pub mod inbox;
@@ -248,6 +249,11 @@ impl NodeBuilder {
             .await?,
         );
         let forwarder = tokio::spawn(forward_inbound(swarm.inbound, handle.clone()));
+        let channel_feed = match handle.channel_watch().await {
+            Ok(posts) => Some(tokio::spawn(feed_channel_posts(posts, inbox.clone()))),
+            // Without CRDT sync there are no channels.
+            Err(_) => None,
+        };
 
         let mut api_addr = None;
         let mut api_task = None;
@@ -289,9 +295,31 @@ impl NodeBuilder {
             swarm: swarm.control,
             swarm_task: swarm.task,
             forwarder,
+            channel_feed,
             api_addr,
             api_task,
         })
+    }
+}
+
+/// Puts every channel post this node can read into its inbox, as it becomes readable.
+async fn feed_channel_posts(
+    mut posts: tokio::sync::broadcast::Receiver<x0_actors::ChannelMessage>,
+    inbox: Arc<Inbox>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match posts.recv().await {
+            Ok(post) => inbox.push_channel(post),
+            Err(RecvError::Lagged(missed)) => {
+                ::metrics::counter!("x0_inbox_evicted_total").increment(missed);
+                tracing::warn!(
+                    missed,
+                    "channel posts arrived faster than the inbox took them"
+                );
+            }
+            Err(RecvError::Closed) => return,
+        }
     }
 }
 
@@ -349,6 +377,7 @@ pub struct Node {
     swarm: p2p::SwarmControl,
     swarm_task: tokio::task::JoinHandle<()>,
     forwarder: tokio::task::JoinHandle<()>,
+    channel_feed: Option<tokio::task::JoinHandle<()>>,
     api_addr: Option<SocketAddr>,
     api_task: Option<(
         tokio::sync::oneshot::Sender<()>,
@@ -409,7 +438,13 @@ impl Node {
         Ok(self.handle.registry().await?)
     }
 
-    /// Messages addressed to this node.
+    /// The node's actors: every operation the node offers, including those without a
+    /// wrapper here (channels, sealed sends, the ledger, raw CRDT access).
+    pub fn handle(&self) -> &NodeHandle {
+        &self.handle
+    }
+
+    /// Messages addressed to this node, and posts to its channels.
     pub fn inbox(&self) -> &Inbox {
         &self.inbox
     }
@@ -422,6 +457,10 @@ impl Node {
         }
         self.forwarder.abort();
         let _ = self.forwarder.await;
+        if let Some(feed) = self.channel_feed {
+            feed.abort();
+            let _ = feed.await;
+        }
         if let Ok(handle) = Arc::try_unwrap(self.handle) {
             handle.shutdown().await;
         }

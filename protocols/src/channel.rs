@@ -78,6 +78,10 @@ pub enum ChannelError {
     NotMember(String),
     #[error("no registry record (and so no public keys) for {0} yet")]
     UnknownMember(NodeId),
+    #[error("this node's key for {0} has not arrived yet; try again shortly")]
+    KeyPending(String),
+    #[error("write refused: {0}")]
+    Refused(#[from] crate::crdt::EntryError),
     #[error("malformed {0}")]
     Malformed(&'static str),
     #[error("key grant refused: {0}")]
@@ -103,6 +107,8 @@ impl ChannelError {
             ChannelError::NotOwner => "not_owner",
             ChannelError::NotMember(_) => "not_member",
             ChannelError::UnknownMember(_) => "unknown_member",
+            ChannelError::KeyPending(_) => "key_pending",
+            ChannelError::Refused(_) => "refused",
             ChannelError::Malformed(_) => "malformed",
             ChannelError::Grant(_) => "bad_grant",
             ChannelError::MisboundGrant => "misbound_grant",

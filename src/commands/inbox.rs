@@ -60,13 +60,14 @@ fn render(message: &Value) -> String {
             message["hex"].as_str().map_or(0, |h| h.len() / 2)
         ),
     };
-    format!(
-        "#{} from {} ({} hops): {}",
-        message["seq"],
-        message["from"].as_str().unwrap_or("?"),
-        message["hops"],
-        body
-    )
+    let from = message["from"].as_str().unwrap_or("?");
+    match message["channel"].as_str() {
+        Some(channel) => format!("#{} from {from} in {channel}: {body}", message["seq"]),
+        None => format!(
+            "#{} from {from} ({} hops): {body}",
+            message["seq"], message["hops"]
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -85,5 +86,10 @@ mod tests {
         )
         .expect("json");
         assert!(render(&bytes).ends_with("<2 bytes>"));
+        let posted: Value = serde_json::from_str(
+            r#"{"seq":5,"from":"12D3KooWA","hops":0,"channel":"12D3KooWB/ops","text":"up","hex":"7570"}"#,
+        )
+        .expect("json");
+        assert_eq!(render(&posted), "#5 from 12D3KooWA in 12D3KooWB/ops: up");
     }
 }

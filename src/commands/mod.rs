@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod channel;
 pub mod cluster;
 pub mod inbox;
 pub mod keygen;
@@ -32,11 +33,25 @@ pub fn post_json(url: &str, body: &Value) -> Result<Value> {
 
 /// One request to a node's HTTP API: a GET, or a POST when there is a body.
 pub fn request_json(url: &str, body: Option<&Value>, timeout: Duration) -> Result<Value> {
+    let method = match body {
+        Some(_) => reqwest::Method::POST,
+        None => reqwest::Method::GET,
+    };
+    request_with(method, url, body, timeout)
+}
+
+/// One request with any method; an empty answer (`204 No Content`) is `null`.
+pub fn request_with(
+    method: reqwest::Method,
+    url: &str,
+    body: Option<&Value>,
+    timeout: Duration,
+) -> Result<Value> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the HTTP client runtime")?;
-    Ok(runtime.block_on(call(url, body, timeout))?)
+    Ok(runtime.block_on(call_with(method, url, body, timeout))?)
 }
 
 /// Why a request to a node's API failed, split so that a caller can tell a failure worth
@@ -81,10 +96,23 @@ impl ApiError {
 
 /// One request on an existing runtime; see [`request_json`].
 pub async fn call(url: &str, body: Option<&Value>, timeout: Duration) -> Result<Value, ApiError> {
-    let client = reqwest::Client::new();
+    let method = match body {
+        Some(_) => reqwest::Method::POST,
+        None => reqwest::Method::GET,
+    };
+    call_with(method, url, body, timeout).await
+}
+
+async fn call_with(
+    method: reqwest::Method,
+    url: &str,
+    body: Option<&Value>,
+    timeout: Duration,
+) -> Result<Value, ApiError> {
+    let request = reqwest::Client::new().request(method, url);
     let request = match body {
-        Some(body) => client.post(url).json(body),
-        None => client.get(url),
+        Some(body) => request.json(body),
+        None => request,
     };
     let unreachable = |source: reqwest::Error| {
         if source.is_timeout() {
@@ -108,6 +136,9 @@ pub async fn call(url: &str, body: Option<&Value>, timeout: Duration) -> Result<
             status,
             message: error_message(&text),
         });
+    }
+    if text.is_empty() {
+        return Ok(Value::Null);
     }
     serde_json::from_str(&text).map_err(|e| ApiError::NotJson {
         url: url.to_string(),

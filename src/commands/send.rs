@@ -65,7 +65,7 @@ pub fn run(args: SendArgs) -> Result<()> {
 }
 
 /// A MIME type from the file's extension: enough for the receiver to show it.
-fn mime_of(path: &std::path::Path) -> &'static str {
+pub(crate) fn mime_of(path: &std::path::Path) -> &'static str {
     let ext = path
         .extension()
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
@@ -87,7 +87,7 @@ fn mime_of(path: &std::path::Path) -> &'static str {
     }
 }
 
-fn kind_of(mime: &str) -> &'static str {
+pub(crate) fn kind_of(mime: &str) -> &'static str {
     match mime.split('/').next() {
         Some("image") => "image",
         Some("audio") => "audio",

@@ -4,6 +4,7 @@
 //! peers as `Crdt` envelopes, keeps this node's registry record fresh, saves the state
 //! (debounced) and tells watchers of every change. The protocol does the rest.
 
+mod channels;
 mod map;
 mod store;
 
@@ -12,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand_chacha::{ChaCha8Rng, ChaCha20Rng};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use x0_protocols::crdt::{
@@ -22,8 +23,11 @@ use x0_protocols::crdt::{
 use x0_protocols::e2e::keys_for;
 use x0_protocols::{Envelope, Identity, Kind, Millis, NodeId};
 
+pub use channels::{ChannelInfo, ChannelMessage, ChannelRequest};
 pub use map::{MapChange, MapWatch, ReplicatedMap};
 pub use store::{CrdtStore, CrdtStoreError};
+
+use channels::Channels;
 
 use crate::clock::NodeClock;
 use crate::discovery::LinkEvent;
@@ -134,6 +138,7 @@ pub enum CrdtMsg {
     LookupKeys {
         node: NodeId,
     },
+    Channel(ChannelRequest),
 }
 
 pub struct CrdtArgs {
@@ -144,9 +149,13 @@ pub struct CrdtArgs {
     /// Mesh time at the clock's epoch (see [`CrdtSync::mesh_time`]).
     pub epoch_ms: u64,
     pub seed: u64,
+    /// Seeds the generator of channel keys and nonces (never the configurable seed).
+    pub crypto_seed: [u8; 32],
     pub store: Option<CrdtStore>,
     pub verifier: Arc<dyn Verifier>,
     pub changes: broadcast::Sender<Change>,
+    /// Told of every channel post this node can read, as it becomes readable.
+    pub channel_posts: broadcast::Sender<ChannelMessage>,
     pub observer: Arc<dyn NodeObserver>,
     /// Told of other nodes' end-to-end keys as their registry records arrive.
     pub supervisor: ActorRef<crate::supervisor::NodeMsg>,
@@ -167,6 +176,7 @@ pub struct CrdtState {
     saves: u64,
     save_errors: u64,
     rng: ChaCha8Rng,
+    channels: Channels,
 }
 
 pub struct CrdtActor;
@@ -204,9 +214,16 @@ impl Actor for CrdtActor {
                 }
             }
         }
+        let channels = Channels::new(
+            args.identity.id(),
+            keys_for(&args.identity),
+            ChaCha20Rng::from_seed(args.crypto_seed),
+            args.channel_posts.clone(),
+            sync.state(),
+        );
         let record = NodeRecord {
             addresses: args.settings.addresses.clone(),
-            e2e: keys_for(&args.identity).public().clone(),
+            e2e: channels.public().clone(),
             roles: args.settings.roles.clone(),
             software: format!("x0tta6bl4/{}", env!("CARGO_PKG_VERSION")),
         }
@@ -221,6 +238,7 @@ impl Actor for CrdtActor {
             saves: 0,
             save_errors: 0,
             rng: ChaCha8Rng::seed_from_u64(args.seed.rotate_left(29)),
+            channels,
             args,
         };
         state.publish_record(now, true);
@@ -283,6 +301,12 @@ impl Actor for CrdtActor {
                 let _ = reply.send(state.sync.state().space(&space).cloned().collect());
             }
             CrdtMsg::LookupKeys { node } => state.lookup_keys(node),
+            CrdtMsg::Channel(request) => {
+                let identity = state.args.identity.clone();
+                state
+                    .channels
+                    .handle(&mut state.sync, &identity, now, request);
+            }
             CrdtMsg::Registry(reply) => {
                 let _ = reply.send(state.registry());
             }
@@ -355,6 +379,7 @@ impl CrdtState {
                     metrics::counter!("x0_crdt_applied_total").increment(1);
                     self.dirty = true;
                     self.args.observer.crdt_applied(&entry);
+                    self.channels.on_applied(self.sync.state(), &entry);
                     let _ = self.args.changes.send(Change::Written(entry));
                 }
                 Output::Expired(key) => {

@@ -350,6 +350,19 @@ impl MeshState {
             .map(|(_, r)| &r.val)
     }
 
+    /// Entries of one key space whose names start with `prefix`, in key order.
+    pub fn prefixed<'a>(
+        &'a self,
+        space: &'a str,
+        prefix: &'a [u8],
+    ) -> impl Iterator<Item = &'a Arc<SignedEntry>> + 'a {
+        let start = Key::new(space, prefix.to_vec());
+        self.registers
+            .range(start..)
+            .take_while(move |(key, _)| key.space == space && key.name.starts_with(prefix))
+            .map(|(_, r)| &r.val)
+    }
+
     pub fn len(&self) -> usize {
         self.registers.len()
     }
