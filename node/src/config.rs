@@ -128,6 +128,7 @@ struct FileCrdt {
     record_expiry_ms: Option<u64>,
     refresh_ms: Option<u64>,
     tombstone_expiry_ms: Option<u64>,
+    post_expiry_ms: Option<u64>,
     announce_ms: Option<u64>,
     anti_entropy_ms: Option<u64>,
     #[serde(default)]
@@ -436,6 +437,7 @@ impl NodeConfig {
             crdt.policy.tombstone_expiry_ms = c
                 .tombstone_expiry_ms
                 .unwrap_or(crdt.policy.tombstone_expiry_ms);
+            crdt.policy.post_expiry_ms = c.post_expiry_ms.unwrap_or(crdt.policy.post_expiry_ms);
             crdt.sync.announce_ms = c.announce_ms.unwrap_or(crdt.sync.announce_ms);
             crdt.sync.anti_entropy_ms = c.anti_entropy_ms.unwrap_or(crdt.sync.anti_entropy_ms);
             crdt.roles = c.roles;
@@ -660,6 +662,13 @@ fn validate_crdt(origin: &str, c: &x0_actors::CrdtSettings) -> Result<(), Config
         origin,
         "crdt.tombstone_expiry_ms",
         c.policy.tombstone_expiry_ms,
+        1_000,
+        365 * 86_400_000,
+    )?;
+    in_range(
+        origin,
+        "crdt.post_expiry_ms",
+        c.policy.post_expiry_ms,
         1_000,
         365 * 86_400_000,
     )?;
@@ -953,6 +962,22 @@ max_neighbors = 32
         assert_eq!(s.discovery.beacon_interval_ms, 500);
         assert_eq!(s.discovery.expiry_ms, 2000);
         assert_eq!(s.discovery.max_neighbors, 32);
+    }
+
+    #[test]
+    fn channel_posts_expire_as_configured_and_within_range() {
+        let c = NodeConfig::from_toml_str(
+            &format!("{GOOD}\n[crdt]\npost_expiry_ms = 60000\n"),
+            "good.toml",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let crdt = c.node_settings().crdt.expect("CRDT sync on by default");
+        assert_eq!(crdt.policy.post_expiry_ms, 60_000);
+        let e = err(&format!("{GOOD}\n[crdt]\npost_expiry_ms = 5\n"));
+        assert!(
+            e.contains("crdt.post_expiry_ms: must be between 1000"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -43,8 +43,9 @@ pub struct ChannelInfo {
     pub members: Vec<NodeId>,
 }
 
-/// One readable post.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// One readable post. Its `Debug` leaves out the body, so logging a post does not
+/// write its plaintext.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelMessage {
     /// `<owner>/<name>`.
     pub channel: String,
@@ -57,6 +58,20 @@ pub struct ChannelMessage {
     pub epoch: u64,
     pub content: ContentMeta,
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for ChannelMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelMessage")
+            .field("channel", &self.channel)
+            .field("from", &self.from)
+            .field("post_id", &self.post_id)
+            .field("sent_ms", &self.sent_ms)
+            .field("epoch", &self.epoch)
+            .field("kind", &self.content.kind)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 pub enum ChannelRequest {
