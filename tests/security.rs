@@ -39,7 +39,8 @@ fn trusted_nodes_hold_pq_sessions_and_a_stranger_is_refused() {
     let c = NodeProcess::start_with(dir.path(), "c", free_port(), &[pa], "");
     assert_eq!(a.id(), ids[0]);
 
-    // a and b: neighbors with an established hybrid session on both sides.
+    // a and b: neighbors with an established hybrid session on both sides, which their
+    // link's traffic travels in.
     for (node, other) in [(&a, &ids[1]), (&b, &ids[0])] {
         let session = wait_for(
             &format!("{} to hold a session", node.name),
@@ -51,7 +52,10 @@ fn trusted_nodes_hold_pq_sessions_and_a_stranger_is_refused() {
                     .iter()
                     .find(|p| p["id"] == other.as_str())?
                     .clone();
-                (!peer["session"].is_null()).then_some(peer["session"].clone())
+                // Up, and carrying the link's traffic both ways.
+                let session = &peer["session"];
+                (session["frames_sent"].as_u64()? > 0 && session["frames_received"].as_u64()? > 0)
+                    .then_some(session.clone())
             },
         );
         assert_eq!(session["suite"], "x25519+mlkem768/chacha20poly1305");

@@ -9,6 +9,7 @@ pub mod crdt;
 pub mod discovery;
 pub mod e2e;
 pub mod ledger;
+pub mod link;
 pub mod observer;
 pub mod port;
 pub mod routing;

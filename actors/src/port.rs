@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use tokio::sync::oneshot;
-use x0_protocols::{Envelope, NodeId};
+use x0_protocols::{Envelope, Kind, NodeId};
 
 /// Where a broadcast goes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -48,6 +48,26 @@ pub trait NetworkPort: Send + Sync + 'static {
         envelope: &Envelope,
         timeout: Duration,
     ) -> BoxFuture<'static, Result<Envelope, PortError>>;
+
+    /// Sends `sealed`, a [`Kind::Link`] envelope carrying an envelope of kind `inner`.
+    /// The kind is for the transport's own accounting (the simulator's traffic report
+    /// by kind) and never goes on the wire.
+    fn send_sealed(&self, to: NodeId, sealed: &Envelope, inner: Kind) {
+        let _ = inner;
+        self.send(to, sealed);
+    }
+
+    /// [`NetworkPort::request`] for a sealed envelope; see [`NetworkPort::send_sealed`].
+    fn request_sealed(
+        &self,
+        to: NodeId,
+        sealed: &Envelope,
+        inner: Kind,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Envelope, PortError>> {
+        let _ = inner;
+        self.request(to, sealed, timeout)
+    }
 }
 
 /// An envelope arriving from the network, still encoded.

@@ -6,6 +6,11 @@
 //! finished within [`HANDSHAKE_TIMEOUT_MS`] is started again. In a closed mesh a peer
 //! outside the trust list is refused at the handshake, and the refusal is logged and
 //! counted (the supervisor also drops everything else such a peer sends).
+//!
+//! An established session is installed in [`LinkSessions`], where every envelope to that
+//! neighbor is then sealed (see [`crate::link`]). A neighbor whose frames we cannot open
+//! has a session we lack (we restarted, or a handshake message was lost): we then start a
+//! handshake ourselves, whichever side would normally start.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -14,11 +19,12 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
-use x0_protocols::crypto::{Handshake, HandshakeConfig, HandshakeMessage, SUITE, Session};
+use x0_protocols::crypto::{Handshake, HandshakeConfig, HandshakeMessage, SUITE};
 use x0_protocols::{Envelope, Identity, Kind, Millis, NodeId};
 
 use crate::clock::NodeClock;
 use crate::discovery::LinkEvent;
+use crate::link::LinkSessions;
 use crate::port::NetworkPort;
 use crate::timer::Timer;
 
@@ -74,6 +80,10 @@ pub struct SessionInfo {
     /// Whether we started the handshake.
     pub initiator: bool,
     pub age_ms: u64,
+    /// Envelopes sealed to the peer and opened from it under this session (and the one
+    /// it replaced).
+    pub frames_sent: u64,
+    pub frames_received: u64,
 }
 
 pub enum SessionMsg {
@@ -83,6 +93,8 @@ pub enum SessionMsg {
     Sessions(RpcReplyPort<Vec<SessionInfo>>),
     /// Who may join changed (the ledger admitted or removed members).
     Admission(Admission),
+    /// A link frame from this peer did not open: it holds a session we do not.
+    Unreadable(NodeId),
     Tick(u64),
 }
 
@@ -94,10 +106,13 @@ pub struct SessionArgs {
     /// Seeds the handshakes' ephemeral keys: from the OS in a real node, from the run's
     /// seed in the simulator.
     pub rng_seed: [u8; 32],
+    /// Where established sessions go to carry traffic.
+    pub links: Arc<LinkSessions>,
 }
 
 struct Pending {
     handshake: Handshake,
+    initiator: bool,
     started: Millis,
     /// As responder: the Init we answered and our answer, so a retransmitted Init gets
     /// the same answer instead of a second, conflicting handshake.
@@ -109,12 +124,15 @@ struct Pending {
 const SEND_ATTEMPTS: u32 = 4;
 const ACK_TIMEOUT_MS: u64 = 300;
 
+/// A session installed in [`LinkSessions`] (which holds its keys).
 struct Established {
-    // Kept for the traffic it will protect; its keys are zeroized when it is dropped.
-    _session: Session,
     initiator: bool,
     since: Millis,
 }
+
+/// A peer's frames that do not open are ignored this long after its session came up:
+/// frames sealed under the session before are still in flight.
+const UNREADABLE_GRACE_MS: u64 = 2_000;
 
 pub struct SessionState {
     args: SessionArgs,
@@ -137,6 +155,9 @@ impl Actor for SessionActor {
         _myself: ActorRef<Self::Msg>,
         args: SessionArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
+        // A restarted actor knows no sessions, so none may stay in use: peers whose
+        // frames we then cannot open get a new handshake.
+        args.links.clear();
         Ok(SessionState {
             rng: ChaCha20Rng::from_seed(args.rng_seed),
             args,
@@ -164,13 +185,22 @@ impl Actor for SessionActor {
                 state.links.remove(&neighbor);
                 state.pending.remove(&neighbor);
                 state.sessions.remove(&neighbor);
+                state.args.links.remove(&neighbor);
             }
+            SessionMsg::Unreadable(peer) => state.unreadable(now, peer),
             SessionMsg::Handshake(envelope) => state.take(now, envelope),
             SessionMsg::Admission(admission) => {
                 state.args.admission = admission;
                 // Revoked peers lose their session; newly admitted ones get one.
                 let admission = &state.args.admission;
-                state.sessions.retain(|peer, _| admission.admits(peer));
+                let links = &state.args.links;
+                state.sessions.retain(|peer, _| {
+                    let keep = admission.admits(peer);
+                    if !keep {
+                        links.remove(peer);
+                    }
+                    keep
+                });
                 state.pending.retain(|peer, _| admission.admits(peer));
                 for peer in state.links.clone() {
                     state.start_if_ours(now, peer);
@@ -206,11 +236,14 @@ impl SessionState {
 
     /// Starts a handshake with `peer` if we are the side that starts and none is under way.
     fn start_if_ours(&mut self, now: Millis, peer: NodeId) {
-        if self.me() >= peer
-            || self.sessions.contains_key(&peer)
-            || self.pending.contains_key(&peer)
-            || !self.args.admission.admits(&peer)
-        {
+        if self.me() >= peer || self.sessions.contains_key(&peer) {
+            return;
+        }
+        self.start(now, peer);
+    }
+
+    fn start(&mut self, now: Millis, peer: NodeId) {
+        if self.pending.contains_key(&peer) || !self.args.admission.admits(&peer) {
             return;
         }
         let (handshake, init) = Handshake::initiate(
@@ -222,11 +255,27 @@ impl SessionState {
             peer,
             Pending {
                 handshake,
+                initiator: true,
                 started: now,
                 answered: None,
             },
         );
-        self.send(peer, init);
+        self.send(peer, init, None);
+    }
+
+    /// `peer` seals under a session we do not hold: start a new one, unless one is
+    /// being made or ours is too new for its frames to have caught up.
+    fn unreadable(&mut self, now: Millis, peer: NodeId) {
+        if !self.links.contains(&peer)
+            || self
+                .sessions
+                .get(&peer)
+                .is_some_and(|s| now.since(s.since) < UNREADABLE_GRACE_MS)
+        {
+            return;
+        }
+        tracing::debug!(%peer, "peer seals under a session we lack; starting a handshake");
+        self.start(now, peer);
     }
 
     fn retry_stale(&mut self, now: Millis) {
@@ -262,7 +311,11 @@ impl SessionState {
                 && *init == envelope.payload
             {
                 let answer = answer.clone();
-                self.send(peer, answer);
+                self.send(peer, answer, None);
+                return;
+            }
+            // Both sides started at once: the smaller id's handshake goes on.
+            if self.pending.get(&peer).is_some_and(|p| p.initiator) && self.me() < peer {
                 return;
             }
             // A new Init restarts the handshake (the peer restarted, or gave up on ours).
@@ -273,6 +326,7 @@ impl SessionState {
                         &self.args.identity,
                         HandshakeConfig::expecting(peer),
                     ),
+                    initiator: false,
                     started: now,
                     answered: None,
                 },
@@ -294,19 +348,22 @@ impl SessionState {
         );
         match step {
             Ok(step) => {
+                let initiator = pending.initiator;
+                // The initiator seals only once the responder has its last message, so
+                // the responder can open the first frame.
+                let confirm = step.session.as_ref().filter(|_| initiator).map(|s| s.id());
                 if let Some(reply) = step.reply {
                     if is_init {
                         pending.answered = Some((envelope.payload.clone(), reply.clone()));
                     }
-                    self.send(peer, reply);
+                    self.send(peer, reply, confirm);
                 }
                 if let Some(session) = step.session {
-                    let initiator = self.me() < peer;
                     self.pending.remove(&peer);
+                    self.args.links.install(peer, session, !initiator);
                     self.sessions.insert(
                         peer,
                         Established {
-                            _session: session,
                             initiator,
                             since: now,
                         },
@@ -324,14 +381,22 @@ impl SessionState {
         }
     }
 
-    fn send(&self, peer: NodeId, message: Vec<u8>) {
+    /// Sends a handshake message until the peer acknowledges it; with `confirm`, the
+    /// acknowledgment lets us seal under that session.
+    fn send(&self, peer: NodeId, message: Vec<u8>, confirm: Option<[u8; 32]>) {
         let envelope = Envelope::seal(&self.args.identity, Kind::Handshake, message);
         let port = self.args.port.clone();
+        let links = self.args.links.clone();
         let timeout = std::time::Duration::from_millis(ACK_TIMEOUT_MS);
         tokio::spawn(async move {
             for _ in 0..SEND_ATTEMPTS {
                 match port.request(peer, &envelope, timeout).await {
-                    Ok(_) => return,
+                    Ok(_) => {
+                        if let Some(id) = confirm {
+                            links.start_sending(peer, id);
+                        }
+                        return;
+                    }
                     Err(crate::port::PortError::Timeout) => continue,
                     Err(_) => return,
                 }
@@ -342,11 +407,16 @@ impl SessionState {
     fn infos(&self, now: Millis) -> Vec<SessionInfo> {
         self.sessions
             .iter()
-            .map(|(peer, s)| SessionInfo {
-                peer: *peer,
-                suite: SUITE.to_string(),
-                initiator: s.initiator,
-                age_ms: now.since(s.since),
+            .map(|(peer, s)| {
+                let counters = self.args.links.counters(peer);
+                SessionInfo {
+                    peer: *peer,
+                    suite: SUITE.to_string(),
+                    initiator: s.initiator,
+                    age_ms: now.since(s.since),
+                    frames_sent: counters.frames_sent,
+                    frames_received: counters.frames_received,
+                }
             })
             .collect()
     }

@@ -20,6 +20,7 @@ use crate::crdt::{Change, ChannelMessage, CrdtActor, CrdtArgs, CrdtMsg, CrdtSett
 use crate::discovery::{DiscoveryActor, DiscoveryArgs, DiscoveryMsg, LinkEvent, NeighborInfo};
 use crate::e2e::{E2eActor, E2eArgs, E2eMsg};
 use crate::ledger::{LedgerActor, LedgerArgs, LedgerMsg, LedgerSettings, LedgerStore};
+use crate::link::{LinkError, LinkSessions, SealingPort};
 use crate::observer::NodeObserver;
 use crate::port::{Inbound, NetworkPort};
 use crate::routing::{
@@ -42,6 +43,9 @@ pub struct NodeSettings {
     pub ledger: Option<LedgerSettings>,
     /// CRDT sync (the registry and application key spaces); `None` runs without it.
     pub crdt: Option<CrdtSettings>,
+    /// Seal every envelope to a neighbor in the two nodes' post-quantum session once it
+    /// is up (see [`crate::link`]); off only to measure what it costs.
+    pub seal_links: bool,
     /// Bytes of relayed traffic each link peer may hand us, over a sliding window;
     /// beyond it its relays are dropped unacknowledged (so it routes around us).
     pub relay_limit: RateLimit,
@@ -65,6 +69,7 @@ impl Default for NodeSettings {
             admission: Admission::Open,
             ledger: None,
             crdt: Some(CrdtSettings::default()),
+            seal_links: true,
             relay_limit: RateLimit::default(),
             inbound_queue_limit: 1024,
             max_restarts: 10,
@@ -175,6 +180,8 @@ pub enum NodeMsg {
 pub struct NodeState {
     args: NodeArgs,
     clock: NodeClock,
+    /// Sessions with neighbors, to open what they seal.
+    link_sessions: Arc<LinkSessions>,
     discovery: ActorRef<DiscoveryMsg>,
     discovery_pending: Arc<AtomicUsize>,
     routing: Option<ActorRef<RoutingMsg>>,
@@ -223,6 +230,7 @@ impl NodeSupervisor {
         myself: &ActorRef<NodeMsg>,
         args: &NodeArgs,
         clock: NodeClock,
+        links: &Arc<LinkSessions>,
         incarnation: u64,
     ) -> Result<ActorRef<SessionMsg>, ActorProcessingErr> {
         let mut rng_seed = args.crypto_seed;
@@ -236,6 +244,7 @@ impl NodeSupervisor {
             clock,
             admission: args.settings.admission.clone(),
             rng_seed,
+            links: links.clone(),
         };
         let (actor, _) =
             Actor::spawn_linked(None, SessionActor, session_args, myself.get_cell()).await?;
@@ -374,13 +383,22 @@ impl Actor for NodeSupervisor {
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        args: NodeArgs,
+        mut args: NodeArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let clock = NodeClock::start();
+        let link_sessions = Arc::new(LinkSessions::new(clock));
+        if args.settings.seal_links {
+            // Every actor below sends through it (restarted ones too: they get `args`).
+            args.port = Arc::new(SealingPort::new(
+                args.identity.id(),
+                args.port.clone(),
+                link_sessions.clone(),
+            ));
+        }
         let pending = Arc::new(AtomicUsize::new(0));
         let discovery = Self::spawn_discovery(&myself, &args, clock, pending.clone(), 0).await?;
         let routing = Self::spawn_routing(&myself, &args, clock, Vec::new(), 0).await?;
-        let sessions = Self::spawn_sessions(&myself, &args, clock, 0).await?;
+        let sessions = Self::spawn_sessions(&myself, &args, clock, &link_sessions, 0).await?;
         let ledger = Self::spawn_ledger(&myself, &args, 0).await?;
         let e2e = Self::spawn_e2e(&myself, &args, clock, 0).await?;
         let crdt_pending = Arc::new(AtomicUsize::new(0));
@@ -398,6 +416,7 @@ impl Actor for NodeSupervisor {
         )
         .await?;
         Ok(NodeState {
+            link_sessions,
             crdt,
             crdt_pending,
             crdt_watchers,
@@ -686,8 +705,14 @@ impl Actor for NodeSupervisor {
             state.e2e = Self::spawn_e2e(&myself, &state.args, state.clock, state.restarts).await?;
         } else if is_same(&cell, &state.sessions.get_cell()) {
             state.note_restart(Subsystem::Sessions, &why)?;
-            state.sessions =
-                Self::spawn_sessions(&myself, &state.args, state.clock, state.restarts).await?;
+            state.sessions = Self::spawn_sessions(
+                &myself,
+                &state.args,
+                state.clock,
+                &state.link_sessions,
+                state.restarts,
+            )
+            .await?;
             // Sessions are made afresh with the neighbors discovery knows.
             if let Ok(ractor::rpc::CallResult::Success(neighbors)) =
                 state.discovery.call(DiscoveryMsg::Neighbors, None).await
@@ -738,7 +763,23 @@ impl NodeState {
             self.drop_inbound("not_from_link_peer");
             return;
         }
-        if envelope.kind.is_link_local() {
+        let (envelope, in_session) = if envelope.kind == Kind::Link {
+            match self.open_link(&envelope) {
+                Some(inner) if inner.from == envelope.from && inner.kind != Kind::Link => {
+                    (inner, true)
+                }
+                Some(_) => {
+                    self.drop_inbound("bad_link_content");
+                    return;
+                }
+                None => return,
+            }
+        } else {
+            (envelope, false)
+        };
+        if in_session {
+            // The session's keys came from a handshake signed by this very peer.
+        } else if envelope.kind.is_link_local() {
             // Unsigned (see `Envelope::link_local`): it rides on a link whose peer has
             // already proved its key with a signed envelope; until then it is dropped,
             // and the sender asks again.
@@ -809,8 +850,9 @@ impl NodeState {
                     None => self.drop_inbound("routing_disabled"),
                 }
             }
-            // Data travels only inside relays; handshakes were handled above.
-            Kind::Data | Kind::Handshake => self.drop_inbound("unexpected_kind"),
+            // Data travels only inside relays; handshakes and link frames were handled
+            // above.
+            Kind::Data | Kind::Handshake | Kind::Link => self.drop_inbound("unexpected_kind"),
             Kind::Crdt => {
                 let Some(crdt) = &self.crdt else {
                     self.drop_inbound("crdt_disabled");
@@ -871,6 +913,35 @@ impl NodeState {
         }
         self.verified_links.insert(envelope.from);
         true
+    }
+
+    /// The envelope inside a link frame, or `None` (counted) when it does not open.
+    fn open_link(&mut self, envelope: &Envelope) -> Option<Envelope> {
+        let peer = envelope.from;
+        match self.link_sessions.open(peer, envelope) {
+            Ok(inner) => match Envelope::decode(&inner) {
+                Ok(inner) => Some(inner),
+                Err(e) => {
+                    metrics::counter!("x0_link_rejected_total", "reason" => e.reason())
+                        .increment(1);
+                    None
+                }
+            },
+            Err(e) => {
+                metrics::counter!("x0_link_rejected_total", "reason" => e.reason()).increment(1);
+                tracing::debug!(%peer, error = %e, "link frame refused");
+                if matches!(
+                    e,
+                    LinkError::NoSession
+                        | LinkError::Session(
+                            x0_protocols::crypto::SessionError::AuthenticationFailed
+                        )
+                ) {
+                    let _ = self.sessions.cast(SessionMsg::Unreadable(peer));
+                }
+                None
+            }
+        }
     }
 
     fn tell_routing(&self, message: RoutingMsg) {

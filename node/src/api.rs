@@ -217,6 +217,10 @@ struct SessionBody {
     suite: String,
     age_ms: u64,
     initiator: bool,
+    /// Envelopes sealed to the peer, and opened from it, under the session: the link's
+    /// traffic that a recording of it would not reveal, even to a quantum computer.
+    frames_sent: u64,
+    frames_received: u64,
 }
 
 async fn peers(State(state): State<Arc<ApiState>>) -> Response {
@@ -238,6 +242,8 @@ async fn peers(State(state): State<Arc<ApiState>>) -> Response {
                     suite: s.suite,
                     age_ms: s.age_ms,
                     initiator: s.initiator,
+                    frames_sent: s.frames_sent,
+                    frames_received: s.frames_received,
                 },
             )
         })

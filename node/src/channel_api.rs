@@ -51,28 +51,41 @@ fn channel_error(e: ActorError) -> Response {
     error(status, e)
 }
 
-fn parse_members(members: &[String]) -> Result<Vec<NodeId>, Response> {
+/// A request refused before it reached the node: the status and why. (Small, unlike a
+/// `Response`, so helpers can return it in a `Result`.)
+struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        error(self.0, self.1)
+    }
+}
+
+fn parse_members(members: &[String]) -> Result<Vec<NodeId>, Refusal> {
     members
         .iter()
         .map(|m| {
             m.parse()
-                .map_err(|e| error(StatusCode::BAD_REQUEST, format!("member {m:?}: {e}")))
+                .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("member {m:?}: {e}")))
         })
         .collect()
 }
 
 /// The channel `{owner}/{name}` of a path.
-fn channel_id(owner: &str, name: &str) -> Result<ChannelId, Response> {
+fn channel_id(owner: &str, name: &str) -> Result<ChannelId, Refusal> {
     format!("{owner}/{name}")
         .parse()
-        .map_err(|e: ChannelError| error(StatusCode::BAD_REQUEST, e))
+        .map_err(|e: ChannelError| Refusal(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
 /// A channel this node owns, for the calls only its owner may make.
-fn own_channel(state: &ApiState, owner: &str, name: &str) -> Result<String, Response> {
+fn own_channel(state: &ApiState, owner: &str, name: &str) -> Result<String, Refusal> {
     let id = channel_id(owner, name)?;
     if id.owner != state.node.id() {
-        return Err(channel_error(ActorError::Channel(ChannelError::NotOwner)));
+        return Err(Refusal(
+            StatusCode::FORBIDDEN,
+            ChannelError::NotOwner.to_string(),
+        ));
     }
     Ok(id.name)
 }
@@ -90,7 +103,7 @@ async fn show(
 ) -> Response {
     let id = match channel_id(&owner, &name) {
         Ok(id) => id.to_string(),
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     match state.node.channels().await {
         Ok(channels) => match channels.into_iter().find(|c: &ChannelInfo| c.id == id) {
@@ -116,7 +129,7 @@ struct CreateBody {
 async fn create(State(state): State<Arc<ApiState>>, Json(body): Json<CreateBody>) -> Response {
     let members = match parse_members(&body.members) {
         Ok(m) => m,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     match state.node.channel_create(&body.name, members).await {
         Ok(channel) => (StatusCode::CREATED, Json(channel)).into_response(),
@@ -137,11 +150,11 @@ async fn set_members(
 ) -> Response {
     let name = match own_channel(&state, &owner, &name) {
         Ok(name) => name,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let members = match parse_members(&body.members) {
         Ok(m) => m,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     match state.node.channel_set_members(&name, members).await {
         Ok(channel) => Json(channel).into_response(),
@@ -155,7 +168,7 @@ async fn delete(
 ) -> Response {
     let name = match own_channel(&state, &owner, &name) {
         Ok(name) => name,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     match state.node.channel_delete(&name).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
@@ -207,7 +220,7 @@ async fn read(
 ) -> Response {
     let id = match channel_id(&owner, &name) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     match state.node.channel_read(id).await {
         Ok(posts) => {
@@ -235,7 +248,7 @@ async fn post(
 ) -> Response {
     let id = match channel_id(&owner, &name) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(refusal) => return refusal.into_response(),
     };
     let bytes = match (body.text, body.hex) {
         (Some(text), None) => text.into_bytes(),

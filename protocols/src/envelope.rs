@@ -38,6 +38,9 @@ pub enum Kind {
     Handshake,
     /// CRDT sync: announcements, pulls, entries and anti-entropy digests (one hop).
     Crdt,
+    /// Another envelope for the link peer, encrypted under the hybrid post-quantum
+    /// session of the two nodes ([`crate::crypto::Session`] frame; one hop).
+    Link,
 }
 
 impl Kind {
@@ -50,6 +53,7 @@ impl Kind {
             Kind::Probe => 5,
             Kind::Handshake => 6,
             Kind::Crdt => 7,
+            Kind::Link => 8,
         }
     }
 
@@ -62,14 +66,16 @@ impl Kind {
             5 => Ok(Kind::Probe),
             6 => Ok(Kind::Handshake),
             7 => Ok(Kind::Crdt),
+            8 => Ok(Kind::Link),
             other => Err(EnvelopeError::UnknownKind(other)),
         }
     }
 
     /// Envelopes of this kind are sent unsigned ([`Envelope::link_local`]) and ride on
-    /// the link's authentication: their contents carry their own signatures.
+    /// the link's authentication: their contents carry their own signatures (CRDT
+    /// entries) or their own authentication (session frames).
     pub fn is_link_local(self) -> bool {
-        matches!(self, Kind::Crdt)
+        matches!(self, Kind::Crdt | Kind::Link)
     }
 
     /// A stable lowercase name, used as a metric label.
@@ -82,6 +88,7 @@ impl Kind {
             Kind::Probe => "probe",
             Kind::Handshake => "handshake",
             Kind::Crdt => "crdt",
+            Kind::Link => "link",
         }
     }
 }

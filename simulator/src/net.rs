@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 use x0_actors::{Inbound, NetworkPort, NodeHandle, PortError, Topic};
-use x0_protocols::{Envelope, NodeId};
+use x0_protocols::{Envelope, Kind, NodeId};
 
 /// How every link behaves unless a fault says otherwise.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -53,8 +53,12 @@ pub struct TrafficStats {
     /// Bytes of multi-hop application messages (relays); the rest is control traffic.
     pub data_bytes_sent: u64,
     /// Bytes sent by envelope kind code (index 0: unrecognized), for the overhead report.
-    pub bytes_by_kind: [u64; 8],
+    /// A link frame counts under the kind of the envelope it carries.
+    pub bytes_by_kind: [u64; KIND_SLOTS],
 }
+
+/// Slots of [`NetStats::bytes_by_kind`]: every kind code, and 0.
+pub const KIND_SLOTS: usize = 9;
 
 /// A link, named by its two ends in ascending order.
 pub type LinkKey = (u32, u32);
@@ -361,18 +365,31 @@ impl SimNetwork {
         self.lock().tap = tap;
     }
 
-    fn transmit(&self, from: u32, to: u32, bytes: Bytes, reply: Option<oneshot::Sender<Envelope>>) {
+    /// Puts `bytes` on the link `from` → `to`. `inner` is the kind of the envelope a
+    /// link frame carries, for the traffic statistics; without it the kind on the wire
+    /// counts.
+    fn transmit(
+        &self,
+        from: u32,
+        to: u32,
+        bytes: Bytes,
+        reply: Option<oneshot::Sender<Envelope>>,
+        inner: Option<Kind>,
+    ) {
         let mut state = self.lock();
         if let Some(tap) = &state.tap {
             tap(from, to, &bytes);
         }
         state.stats.envelopes_sent += 1;
         state.stats.bytes_sent += bytes.len() as u64;
-        if is_relay(&bytes) {
+        let code = match inner {
+            Some(kind) => kind.code() as usize,
+            None => usize::from(bytes.get(1).copied().unwrap_or(0)),
+        };
+        if code == Kind::Relay.code() as usize {
             state.stats.data_bytes_sent += bytes.len() as u64;
         }
-        let kind = usize::from(bytes.get(1).copied().unwrap_or(0)).min(7);
-        state.stats.bytes_by_kind[kind] += bytes.len() as u64;
+        state.stats.bytes_by_kind[code.min(KIND_SLOTS - 1)] += bytes.len() as u64;
         if state.cuts.contains_key(&link_key(from, to)) {
             state.stats.envelopes_dropped += 1;
             return;
@@ -399,10 +416,6 @@ impl SimNetwork {
 
 /// Whether encoded envelope bytes are a relay (multi-hop data). The postcard envelope
 /// starts with the version byte, then the kind as a varint: one byte for every kind.
-fn is_relay(bytes: &[u8]) -> bool {
-    bytes.get(1).copied() == Some(x0_protocols::Kind::Relay.code() as u8)
-}
-
 impl NetState {
     /// `None` if the envelope is lost, else how long it takes.
     fn draw_delay(&mut self) -> Option<Duration> {
@@ -489,20 +502,11 @@ struct SimPort {
 
 impl NetworkPort for SimPort {
     fn send(&self, to: NodeId, envelope: &Envelope) {
-        let target = {
-            let state = self.net.lock();
-            state
-                .index
-                .get(&to)
-                .copied()
-                .filter(|t| state.linked(self.me, *t))
-        };
-        match target {
-            Some(t) => self
-                .net
-                .transmit(self.me, t, Bytes::from(envelope.encode()), None),
-            None => self.net.lock().stats.envelopes_dropped += 1,
-        }
+        self.send_as(to, envelope, None);
+    }
+
+    fn send_sealed(&self, to: NodeId, sealed: &Envelope, inner: Kind) {
+        self.send_as(to, sealed, Some(inner));
     }
 
     fn broadcast(&self, topic: &Topic, envelope: &Envelope) {
@@ -511,7 +515,7 @@ impl NetworkPort for SimPort {
                 let bytes = Bytes::from(envelope.encode());
                 let neighbors = self.net.lock().adjacency[self.me as usize].clone();
                 for to in neighbors {
-                    self.net.transmit(self.me, to, bytes.clone(), None);
+                    self.net.transmit(self.me, to, bytes.clone(), None, None);
                 }
             }
             Topic::Gossip(_) => {
@@ -525,6 +529,45 @@ impl NetworkPort for SimPort {
         &self,
         to: NodeId,
         envelope: &Envelope,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Envelope, PortError>> {
+        self.request_as(to, envelope, None, timeout)
+    }
+
+    fn request_sealed(
+        &self,
+        to: NodeId,
+        sealed: &Envelope,
+        inner: Kind,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<Envelope, PortError>> {
+        self.request_as(to, sealed, Some(inner), timeout)
+    }
+}
+
+impl SimPort {
+    fn send_as(&self, to: NodeId, envelope: &Envelope, inner: Option<Kind>) {
+        let target = {
+            let state = self.net.lock();
+            state
+                .index
+                .get(&to)
+                .copied()
+                .filter(|t| state.linked(self.me, *t))
+        };
+        match target {
+            Some(t) => self
+                .net
+                .transmit(self.me, t, Bytes::from(envelope.encode()), None, inner),
+            None => self.net.lock().stats.envelopes_dropped += 1,
+        }
+    }
+
+    fn request_as(
+        &self,
+        to: NodeId,
+        envelope: &Envelope,
+        inner: Option<Kind>,
         timeout: Duration,
     ) -> BoxFuture<'static, Result<Envelope, PortError>> {
         let target = {
@@ -546,6 +589,7 @@ impl NetworkPort for SimPort {
             target,
             Bytes::from(envelope.encode()),
             Some(answer_tx),
+            inner,
         );
         // The answer crosses the link back, with its own loss and delay.
         let net = self.net.clone();

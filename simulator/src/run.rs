@@ -116,6 +116,7 @@ async fn simulate(
         routing: scenario.routing_config(),
         ledger: ledger.clone(),
         crdt: scenario.crdt_settings(),
+        seal_links: scenario.security.seal_links,
         ..NodeSettings::default()
     };
     let mut mesh = Mesh::new(identities, network.clone(), settings, seeds.stream());

@@ -62,6 +62,22 @@ pub struct Scenario {
     pub ledger: LedgerSection,
     #[serde(default)]
     pub crdt: CrdtSection,
+    #[serde(default)]
+    pub security: SecuritySection,
+}
+
+/// `[security]`: whether links are sealed in the nodes' post-quantum sessions (on, as
+/// in a real node; `seal_links = false` measures what sealing costs).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySection {
+    pub seal_links: bool,
+}
+
+impl Default for SecuritySection {
+    fn default() -> Self {
+        SecuritySection { seal_links: true }
+    }
 }
 
 /// `[crdt]`: CRDT sync (the node registry, and a workload of application writes at

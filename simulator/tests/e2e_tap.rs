@@ -1,6 +1,7 @@
 //! End-to-end sealing under a wiretap: a message from one end of a four-node line to the
-//! other crosses two relays, and no link ever carries its plaintext, while an unsealed
-//! message between the same nodes does show up on the tap (so the tap would have seen it).
+//! other crosses two relays, and no link ever carries its plaintext. With links sealed in
+//! the nodes' sessions (the default) an unsealed message stays off the wire too; with
+//! link sealing off it shows up on the tap (so the tap would have seen the other).
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is the test failing
 
 use std::sync::{Arc, Mutex};
@@ -10,6 +11,7 @@ mod common;
 
 use x0_actors::NodeSettings;
 use x0_actors::e2e::{MessageStatus, OutboxEntry, Outgoing};
+use x0_protocols::Kind;
 use x0_protocols::forwarding::Service;
 
 const SECRET: &[u8] = b"sealed-marker: the vault code is 7731";
@@ -21,6 +23,38 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 #[test]
 fn relays_never_carry_the_plaintext_of_a_sealed_message() {
+    let wire = tapped_run(NodeSettings::default());
+    assert!(
+        !wire.iter().any(|b| contains(b, SECRET)),
+        "a sealed message's plaintext was on a link"
+    );
+    assert!(
+        !wire.iter().any(|b| contains(b, CONTROL)),
+        "an unsealed message's plaintext was on a sealed link"
+    );
+    let link_frames = wire
+        .iter()
+        .filter(|b| x0_protocols::Envelope::decode(b).is_ok_and(|e| e.kind == Kind::Link))
+        .count();
+    assert!(link_frames > 100, "{link_frames} link frames");
+
+    let wire = tapped_run(NodeSettings {
+        seal_links: false,
+        ..NodeSettings::default()
+    });
+    assert!(
+        wire.iter().any(|b| contains(b, CONTROL)),
+        "the tap sees plaintext it is shown"
+    );
+    assert!(
+        !wire.iter().any(|b| contains(b, SECRET)),
+        "a sealed message's plaintext was on a link"
+    );
+}
+
+/// Sends one sealed and one plain message from one end of a four-node line to the other
+/// and follows the sealed one to read; returns every frame the links carried.
+fn tapped_run(settings: NodeSettings) -> Vec<Vec<u8>> {
     common::paused_runtime().block_on(async {
         // A line 0 - 1 - 2 - 3: 0 and 3 talk only through relays 1 and 2.
         let common::Line {
@@ -28,7 +62,7 @@ fn relays_never_carry_the_plaintext_of_a_sealed_message() {
             nodes,
             ids,
             received,
-        } = common::line(4, NodeSettings::default()).await;
+        } = common::line(4, settings).await;
         let tapped: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
         let sink = tapped.clone();
         network.set_tap(Some(Arc::new(move |_from, _to, bytes: &[u8]| {
@@ -95,16 +129,8 @@ fn relays_never_carry_the_plaintext_of_a_sealed_message() {
             Some(MessageStatus::Read)
         );
 
-        let wire = tapped.lock().unwrap();
-        assert!(
-            wire.iter().any(|b| contains(b, CONTROL)),
-            "the tap sees plaintext it is shown"
-        );
-        assert!(
-            !wire.iter().any(|b| contains(b, SECRET)),
-            "a sealed message's plaintext was on a link"
-        );
-    });
+        tapped.lock().unwrap().clone()
+    })
 }
 
 #[test]
