@@ -34,8 +34,6 @@ const LINK_AAD: &[u8] = b"x0tta6bl4/link/v1";
 pub enum LinkError {
     #[error("no session with this peer")]
     NoSession,
-    #[error("malformed link envelope")]
-    Malformed,
     #[error(transparent)]
     Session(#[from] SessionError),
 }
@@ -45,7 +43,6 @@ impl LinkError {
     pub fn reason(&self) -> &'static str {
         match self {
             LinkError::NoSession => "no_session",
-            LinkError::Malformed => "malformed",
             LinkError::Session(e) => e.reason(),
         }
     }
@@ -141,27 +138,25 @@ impl LinkSessions {
         let now = self.clock.now();
         let mut sessions = self.lock();
         let link = sessions.get_mut(&to).filter(|l| l.sending)?;
-        let frame = match link.current.seal(now, &envelope.encode(), LINK_AAD) {
+        let frame = match link.current.seal(now, &envelope.encode_in_link(), LINK_AAD) {
             Ok(frame) => frame,
             Err(e) => return Some(Err(e)),
         };
         link.counters.frames_sent += 1;
-        Some(Ok(Envelope::link_local(me, Kind::Link, &frame)))
+        Some(Ok(Envelope::link_frame(me, frame)))
     }
 
     /// Opens a [`Kind::Link`] envelope from `peer` and returns the envelope inside,
-    /// still encoded.
+    /// still encoded ([`Envelope::decode_in_link`] decodes it).
     pub fn open(&self, peer: NodeId, link_envelope: &Envelope) -> Result<Vec<u8>, LinkError> {
-        let frame: Vec<u8> = link_envelope
-            .decode_payload()
-            .map_err(|_| LinkError::Malformed)?;
+        let frame = &link_envelope.payload;
         let mut sessions = self.lock();
         let link = sessions.get_mut(&peer).ok_or(LinkError::NoSession)?;
-        let opened = match link.current.open(&frame, LINK_AAD) {
+        let opened = match link.current.open(frame, LINK_AAD) {
             Ok(inner) => Ok(inner),
             // Sealed before the peer switched sessions: the old one still opens it.
             Err(e) => match link.previous.as_mut() {
-                Some(previous) => previous.open(&frame, LINK_AAD).map_err(|_| e),
+                Some(previous) => previous.open(frame, LINK_AAD).map_err(|_| e),
                 None => Err(e),
             },
         };
@@ -282,7 +277,7 @@ mod tests {
         let wire = sealed.encode();
         assert!(!wire.windows(16).any(|w| w == b"route to 7 via 3"));
         let inner = at_b.open(a.id(), &sealed).unwrap();
-        assert_eq!(Envelope::decode(&inner).unwrap(), envelope);
+        assert_eq!(Envelope::decode_in_link(a.id(), &inner).unwrap(), envelope);
         assert_eq!(at_b.counters(&a.id()).frames_received, 1);
         // Replayed, tampered with, or from a peer without a session: refused.
         assert!(matches!(

@@ -16,7 +16,9 @@ use x0_protocols::routing::{RoutingConfig, link_cost};
 use x0_protocols::{Envelope, Identity, Kind, NodeId};
 
 use crate::clock::NodeClock;
-use crate::crdt::{Change, ChannelMessage, CrdtActor, CrdtArgs, CrdtMsg, CrdtSettings, CrdtStore};
+use crate::crdt::{
+    Change, ChannelMessage, CrdtActor, CrdtArgs, CrdtMsg, CrdtSettings, CrdtStore, LazyBroadcast,
+};
 use crate::discovery::{DiscoveryActor, DiscoveryArgs, DiscoveryMsg, LinkEvent, NeighborInfo};
 use crate::e2e::{E2eActor, E2eArgs, E2eMsg};
 use crate::ledger::{LedgerActor, LedgerArgs, LedgerMsg, LedgerSettings, LedgerStore};
@@ -209,8 +211,8 @@ pub struct NodeSupervisor;
 
 /// Where the CRDT actor tells of changes and readable channel posts.
 struct CrdtWatchers {
-    changes: tokio::sync::broadcast::Sender<Change>,
-    channel_posts: tokio::sync::broadcast::Sender<ChannelMessage>,
+    changes: LazyBroadcast<Change>,
+    channel_posts: LazyBroadcast<ChannelMessage>,
 }
 
 /// A generator seed of its own for one actor: distinct from the other actors' (by
@@ -403,8 +405,8 @@ impl Actor for NodeSupervisor {
         let e2e = Self::spawn_e2e(&myself, &args, clock, 0).await?;
         let crdt_pending = Arc::new(AtomicUsize::new(0));
         let crdt_watchers = CrdtWatchers {
-            changes: tokio::sync::broadcast::channel(1024).0,
-            channel_posts: tokio::sync::broadcast::channel(1024).0,
+            changes: LazyBroadcast::default(),
+            channel_posts: LazyBroadcast::default(),
         };
         let crdt = Self::spawn_crdt(
             &myself,
@@ -919,7 +921,7 @@ impl NodeState {
     fn open_link(&mut self, envelope: &Envelope) -> Option<Envelope> {
         let peer = envelope.from;
         match self.link_sessions.open(peer, envelope) {
-            Ok(inner) => match Envelope::decode(&inner) {
+            Ok(inner) => match Envelope::decode_in_link(peer, &inner) {
                 Ok(inner) => Some(inner),
                 Err(e) => {
                     metrics::counter!("x0_link_rejected_total", "reason" => e.reason())

@@ -19,6 +19,7 @@ pub mod ledger;
 pub mod ratelimit;
 pub mod routing;
 pub mod time;
+mod wire_bytes;
 
 pub use envelope::{Envelope, EnvelopeError, Kind};
 pub use id::{NodeId, NodeIdError};

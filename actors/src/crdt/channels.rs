@@ -10,10 +10,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::LazyBroadcast;
 use rand::RngCore;
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
 use x0_protocols::channel::{
     CHANNEL_KEYS, CHANNEL_POSTS, CHANNELS, ChannelError, ChannelId, Descriptor, GrantName, Post,
     PostName, describe, open_grant, open_post, seal_grant, seal_post,
@@ -115,7 +115,7 @@ pub struct Channels {
     rng: ChaCha20Rng,
     opened: HashMap<([u8; 16], u64), GroupKey>,
     known: HashMap<[u8; 16], ChannelId>,
-    posts: broadcast::Sender<ChannelMessage>,
+    posts: LazyBroadcast<ChannelMessage>,
 }
 
 impl Channels {
@@ -123,7 +123,7 @@ impl Channels {
         me: NodeId,
         keys: E2eKeys,
         rng: ChaCha20Rng,
-        posts: broadcast::Sender<ChannelMessage>,
+        posts: LazyBroadcast<ChannelMessage>,
         state: &MeshState,
     ) -> Channels {
         let known = state
@@ -405,7 +405,7 @@ impl Channels {
     /// Called for every entry the replica takes: tells watchers of each post that just
     /// became readable here.
     pub fn on_applied(&mut self, state: &MeshState, entry: &Arc<SignedEntry>) {
-        if entry.entry.value.is_none() || self.posts.receiver_count() == 0 {
+        if entry.entry.value.is_none() || !self.posts.watched() {
             if let Some(id) = ChannelId::from_descriptor_key(entry.key()) {
                 self.known.insert(id.tag(), id);
             }
@@ -423,7 +423,7 @@ impl Channels {
                 if let Some(id) = self.known.get(&name.tag).cloned()
                     && let Some(message) = self.open(state, &id, entry)
                 {
-                    let _ = self.posts.send(message);
+                    self.posts.send(message);
                 }
             }
             CHANNEL_KEYS => {
@@ -464,7 +464,7 @@ impl Channels {
             .collect();
         for entry in entries {
             if let Some(message) = self.open(state, id, &entry) {
-                let _ = self.posts.send(message);
+                self.posts.send(message);
             }
         }
     }

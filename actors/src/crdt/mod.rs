@@ -5,6 +5,7 @@
 //! (debounced) and tells watchers of every change. The protocol does the rest.
 
 mod channels;
+mod lazy_broadcast;
 mod map;
 mod store;
 
@@ -15,7 +16,6 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rand::{Rng, SeedableRng};
 use rand_chacha::{ChaCha8Rng, ChaCha20Rng};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
 use x0_protocols::crdt::{
     CrdtSync, EntryError, Key, NodeRecord, Output, Policy, REGISTRY, SignedEntry, SyncMessage,
     SyncSettings, SyncStats, Verifier, record_key,
@@ -24,6 +24,7 @@ use x0_protocols::e2e::keys_for;
 use x0_protocols::{Envelope, Identity, Kind, Millis, NodeId};
 
 pub use channels::{ChannelInfo, ChannelMessage, ChannelRequest};
+pub use lazy_broadcast::LazyBroadcast;
 pub use map::{MapChange, MapWatch, ReplicatedMap};
 pub use store::{CrdtStore, CrdtStoreError};
 
@@ -153,9 +154,9 @@ pub struct CrdtArgs {
     pub crypto_seed: [u8; 32],
     pub store: Option<CrdtStore>,
     pub verifier: Arc<dyn Verifier>,
-    pub changes: broadcast::Sender<Change>,
+    pub changes: LazyBroadcast<Change>,
     /// Told of every channel post this node can read, as it becomes readable.
-    pub channel_posts: broadcast::Sender<ChannelMessage>,
+    pub channel_posts: LazyBroadcast<ChannelMessage>,
     pub observer: Arc<dyn NodeObserver>,
     /// Told of other nodes' end-to-end keys as their registry records arrive.
     pub supervisor: ActorRef<crate::supervisor::NodeMsg>,
@@ -380,13 +381,13 @@ impl CrdtState {
                     self.dirty = true;
                     self.args.observer.crdt_applied(&entry);
                     self.channels.on_applied(self.sync.state(), &entry);
-                    let _ = self.args.changes.send(Change::Written(entry));
+                    self.args.changes.send(Change::Written(entry));
                 }
                 Output::Expired(key) => {
                     changed = true;
                     metrics::counter!("x0_crdt_expired_total").increment(1);
                     self.dirty = true;
-                    let _ = self.args.changes.send(Change::Expired(key));
+                    self.args.changes.send(Change::Expired(key));
                 }
                 Output::Rejected { from, error } => {
                     metrics::counter!("x0_crdt_rejected_total", "reason" => rejection_reason(&error))

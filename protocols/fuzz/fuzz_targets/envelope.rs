@@ -18,4 +18,7 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = E2eMessage::decode(data);
+    // What a link frame opens to.
+    let _ = Envelope::decode_in_link(NodeId([1; 32]), data);
+    let _ = x0_protocols::crypto::session::Frame::decode(data);
 });
