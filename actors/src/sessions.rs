@@ -72,6 +72,9 @@ impl Admission {
     }
 }
 
+/// Where a handshake message's acknowledgment goes (the transport's reply channel).
+pub type AckPort = tokio::sync::oneshot::Sender<Envelope>;
+
 /// One established session, for `/api/v1/peers`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionInfo {
@@ -88,8 +91,14 @@ pub struct SessionInfo {
 
 pub enum SessionMsg {
     Link(LinkEvent),
-    /// A handshake envelope from its (authenticated) link peer.
-    Handshake(Envelope),
+    /// A handshake envelope from its (authenticated) link peer, and where the
+    /// acknowledgment goes. It is sent once the message has been taken in, so an
+    /// initiator acknowledged for its last message knows we hold the session and can
+    /// seal to us.
+    Handshake {
+        envelope: Envelope,
+        ack: Option<AckPort>,
+    },
     Sessions(RpcReplyPort<Vec<SessionInfo>>),
     /// Who may join changed (the ledger admitted or removed members).
     Admission(Admission),
@@ -188,7 +197,16 @@ impl Actor for SessionActor {
                 state.args.links.remove(&neighbor);
             }
             SessionMsg::Unreadable(peer) => state.unreadable(now, peer),
-            SessionMsg::Handshake(envelope) => state.take(now, envelope),
+            SessionMsg::Handshake { envelope, ack } => {
+                state.take(now, envelope);
+                if let Some(ack) = ack {
+                    let _ = ack.send(Envelope::seal(
+                        &state.args.identity,
+                        Kind::Handshake,
+                        Vec::new(),
+                    ));
+                }
+            }
             SessionMsg::Admission(admission) => {
                 state.args.admission = admission;
                 // Revoked peers lose their session; newly admitted ones get one.

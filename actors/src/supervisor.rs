@@ -794,16 +794,13 @@ impl NodeState {
             return;
         }
         if envelope.kind == Kind::Handshake {
-            if let Some(reply) = reply {
-                // Acknowledge receipt (handshakes are resent until acknowledged).
-                let _ = reply.send(Envelope::seal(
-                    &self.args.identity,
-                    Kind::Handshake,
-                    Vec::new(),
-                ));
-            }
-            // Refusals of strangers are logged and counted there.
-            if self.sessions.cast(SessionMsg::Handshake(envelope)).is_err() {
+            // Refusals of strangers are logged and counted there; it acknowledges
+            // receipt (handshakes are resent until acknowledged).
+            let message = SessionMsg::Handshake {
+                envelope,
+                ack: reply,
+            };
+            if self.sessions.cast(message).is_err() {
                 self.drop_inbound("actor_down");
             }
             return;

@@ -165,13 +165,20 @@ impl NodeProcess {
         node
     }
 
+    /// Starts the node process again from its config. Its log goes to `<name>.log` next
+    /// to the config (appended across restarts), for when a test fails.
     pub fn restart(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.config.with_extension("log"))
+            .expect("node log opens");
         let child = Command::new(binary())
             .arg("node")
             .arg("--config")
             .arg(&self.config)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("node process starts");
         self.child = Some(child);
