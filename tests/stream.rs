@@ -43,6 +43,32 @@ fn messages_arrive_on_the_event_stream_as_they_come() {
             seen.push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     }
+    if !seen.contains("live one") {
+        // What the nodes say about it, for whoever reads the failure.
+        let (_, metrics_a) = common::http_get(a.api_port, "/metrics").unwrap_or_default();
+        let (_, metrics_b) = common::http_get(b.api_port, "/metrics").unwrap_or_default();
+        let interesting = |m: &str| {
+            m.lines()
+                .filter(|l| {
+                    !l.starts_with('#')
+                        && (l.contains("x0_link")
+                            || l.contains("x0_e2e")
+                            || l.contains("dropped")
+                            || l.contains("handshake")
+                            || l.contains("relay"))
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        panic!(
+            "no message on the stream: {seen}\noutbox a: {:?}\ninbox b: {:?}\npeers a: {:?}\nmetrics a: {}\nmetrics b: {}",
+            a.get("/api/v1/outbox"),
+            b.get("/api/v1/messages"),
+            a.get("/api/v1/peers"),
+            interesting(&metrics_a),
+            interesting(&metrics_b),
+        );
+    }
     assert!(seen.contains("text/event-stream"), "{seen}");
     assert!(seen.contains("event: message"), "{seen}");
     let data = seen

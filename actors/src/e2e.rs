@@ -97,7 +97,17 @@ pub enum E2eMsg {
     KeysUnknown {
         node: NodeId,
     },
+    /// Routing had no route for this sealed part (yet): it is tried again each tick
+    /// until its message expires.
+    Unroutable(Unrouted),
     Tick,
+}
+
+/// A sealed part of a message that routing could not send yet.
+pub struct Unrouted {
+    destination: NodeId,
+    message_id: u64,
+    payload: Vec<u8>,
 }
 
 pub struct E2eArgs {
@@ -119,6 +129,8 @@ struct Waiting {
 /// Messages arriving in parts held at once, and how long one may take to complete.
 const MAX_PARTIAL: usize = 64;
 const PARTIAL_TIMEOUT_MS: u64 = 120_000;
+/// Sealed parts held for want of a route, at most; past it, their message fails.
+const MAX_UNROUTED: usize = 1024;
 /// Sealed messages remembered in the outbox, oldest forgotten first.
 const MAX_OUTBOX: usize = 10_000;
 /// How long a sent message may take to be delivered before it counts as expired.
@@ -142,6 +154,8 @@ pub struct E2eState {
     next_message_id: u64,
     assembler: e2e::Assembler,
     clock: crate::clock::NodeClock,
+    unrouted: Vec<Unrouted>,
+    myself: ActorRef<E2eMsg>,
 }
 
 pub struct E2eActor;
@@ -172,6 +186,8 @@ impl Actor for E2eActor {
             waiting: BTreeMap::new(),
             waiting_count: 0,
             requested: BTreeMap::new(),
+            unrouted: Vec::new(),
+            myself,
         })
     }
 
@@ -217,7 +233,11 @@ impl Actor for E2eActor {
                     state.route(node, &E2eMessage::KeyRequest);
                 }
             }
-            E2eMsg::Tick => state.expire(),
+            E2eMsg::Unroutable(part) => state.hold_unrouted(part),
+            E2eMsg::Tick => {
+                state.expire();
+                state.retry_unrouted();
+            }
         }
         Ok(())
     }
@@ -248,6 +268,54 @@ impl E2eState {
             payload: message.encode(),
             reply: None,
         });
+    }
+
+    /// Routes one sealed part and, should routing have no route for it (a node just
+    /// started, or a partition), gets it back to try again.
+    fn route_part(&self, part: Unrouted) {
+        let (tx, rx) = ractor::concurrency::oneshot();
+        let payload = part.payload.clone();
+        let _ = self.args.supervisor.cast(NodeMsg::Send {
+            destination: part.destination,
+            service: Service::E2e,
+            payload,
+            reply: Some(tx.into()),
+        });
+        let myself = self.myself.clone();
+        tokio::spawn(async move {
+            if let Ok(Err(crate::routing::SendError::NoRoute(_))) = rx.await {
+                let _ = myself.cast(E2eMsg::Unroutable(part));
+            }
+        });
+    }
+
+    fn hold_unrouted(&mut self, part: Unrouted) {
+        let live = self
+            .outbox
+            .get(&part.message_id)
+            .is_some_and(|t| t.entry.status == MessageStatus::Sent);
+        if !live {
+            return;
+        }
+        if self.unrouted.len() >= MAX_UNROUTED {
+            self.fail(part.message_id, "no route to the destination");
+            return;
+        }
+        metrics::counter!("x0_e2e_unrouted_total").increment(1);
+        self.unrouted.push(part);
+    }
+
+    /// Sends again what had no route, unless its message has ended meanwhile.
+    fn retry_unrouted(&mut self) {
+        for part in std::mem::take(&mut self.unrouted) {
+            let live = self
+                .outbox
+                .get(&part.message_id)
+                .is_some_and(|t| t.entry.status == MessageStatus::Sent);
+            if live {
+                self.route_part(part);
+            }
+        }
     }
 
     fn set_status(&mut self, message_id: u64, status: MessageStatus, reason: Option<String>) {
@@ -368,7 +436,11 @@ impl E2eState {
             }
         }
         for part in sealed {
-            self.route(destination, &E2eMessage::Sealed(part));
+            self.route_part(Unrouted {
+                destination,
+                message_id,
+                payload: E2eMessage::Sealed(part).encode(),
+            });
         }
         metrics::counter!("x0_e2e_messages_total", "status" => "sent").increment(1);
         self.set_status(message_id, MessageStatus::Sent, None);

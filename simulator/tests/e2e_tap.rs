@@ -250,3 +250,45 @@ fn keys_from_the_registry_spare_the_key_request() {
         );
     });
 }
+
+#[test]
+fn a_sealed_message_without_a_route_yet_waits_for_one() {
+    common::paused_runtime().block_on(async {
+        let line = common::line(3, NodeSettings::default()).await;
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        // Node 2's keys are known from the registry; then its only link goes, and with
+        // it every route to it.
+        line.network.cut(x0_simulator::net::link_key(1, 2));
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        assert!(
+            !line.nodes[0]
+                .routes()
+                .await
+                .unwrap()
+                .iter()
+                .any(|r| r.destination == line.ids[2])
+        );
+        let id = line.nodes[0]
+            .send_sealed(line.ids[2], b"hold on".to_vec(), Outgoing::default(), None)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        line.network.restore(x0_simulator::net::link_key(1, 2));
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let entry = line.nodes[0]
+            .outbox()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|e| e.message_id == id)
+            .unwrap();
+        assert_eq!(entry.status, MessageStatus::Delivered, "{entry:?}");
+        assert!(
+            line.received
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|d| d.payload == b"hold on")
+        );
+    });
+}
