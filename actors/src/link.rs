@@ -184,31 +184,38 @@ impl SealingPort {
         }
     }
 
-    /// What goes on the wire for `envelope` to `to`: sealed, as it is, or nothing (a
-    /// session that cannot seal it; counted).
-    fn wrap(&self, to: NodeId, envelope: &Envelope) -> Option<Option<Envelope>> {
+    /// What goes on the wire for `envelope` to `to`.
+    fn wrap(&self, to: NodeId, envelope: &Envelope) -> OnTheWire {
         if envelope.kind == Kind::Handshake {
-            return Some(None);
+            return OnTheWire::AsItIs;
         }
         match self.sessions.seal(self.me, to, envelope) {
-            None => Some(None),
-            Some(Ok(sealed)) => Some(Some(sealed)),
+            None => OnTheWire::AsItIs,
+            Some(Ok(sealed)) => OnTheWire::Sealed(sealed),
             Some(Err(e)) => {
                 metrics::counter!("x0_link_send_failures_total", "reason" => e.reason())
                     .increment(1);
                 tracing::warn!(peer = %to, error = %e, "could not seal an envelope; not sent");
-                None
+                OnTheWire::Nothing
             }
         }
     }
 }
 
+enum OnTheWire {
+    /// No session yet, or a handshake message.
+    AsItIs,
+    Sealed(Envelope),
+    /// The session could not seal it (too large, or out of nonces).
+    Nothing,
+}
+
 impl NetworkPort for SealingPort {
     fn send(&self, to: NodeId, envelope: &Envelope) {
         match self.wrap(to, envelope) {
-            Some(Some(sealed)) => self.inner.send_sealed(to, &sealed, envelope.kind),
-            Some(None) => self.inner.send(to, envelope),
-            None => {}
+            OnTheWire::Sealed(sealed) => self.inner.send_sealed(to, &sealed, envelope.kind),
+            OnTheWire::AsItIs => self.inner.send(to, envelope),
+            OnTheWire::Nothing => {}
         }
     }
 
@@ -223,11 +230,12 @@ impl NetworkPort for SealingPort {
         timeout: Duration,
     ) -> BoxFuture<'static, Result<Envelope, PortError>> {
         match self.wrap(to, envelope) {
-            Some(Some(sealed)) => self
-                .inner
-                .request_sealed(to, &sealed, envelope.kind, timeout),
-            Some(None) => self.inner.request(to, envelope, timeout),
-            None => Box::pin(futures::future::ready(Err(PortError::Unreachable(to)))),
+            OnTheWire::Sealed(sealed) => {
+                self.inner
+                    .request_sealed(to, &sealed, envelope.kind, timeout)
+            }
+            OnTheWire::AsItIs => self.inner.request(to, envelope, timeout),
+            OnTheWire::Nothing => Box::pin(futures::future::ready(Err(PortError::Unreachable(to)))),
         }
     }
 }

@@ -116,7 +116,7 @@ pub struct SessionArgs {
     /// seed in the simulator.
     pub rng_seed: [u8; 32],
     /// Where established sessions go to carry traffic.
-    pub links: Arc<LinkSessions>,
+    pub link_sessions: Arc<LinkSessions>,
 }
 
 struct Pending {
@@ -166,7 +166,7 @@ impl Actor for SessionActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         // A restarted actor knows no sessions, so none may stay in use: peers whose
         // frames we then cannot open get a new handshake.
-        args.links.clear();
+        args.link_sessions.clear();
         Ok(SessionState {
             rng: ChaCha20Rng::from_seed(args.rng_seed),
             args,
@@ -194,7 +194,7 @@ impl Actor for SessionActor {
                 state.links.remove(&neighbor);
                 state.pending.remove(&neighbor);
                 state.sessions.remove(&neighbor);
-                state.args.links.remove(&neighbor);
+                state.args.link_sessions.remove(&neighbor);
             }
             SessionMsg::Unreadable(peer) => state.unreadable(now, peer),
             SessionMsg::Handshake { envelope, ack } => {
@@ -211,11 +211,11 @@ impl Actor for SessionActor {
                 state.args.admission = admission;
                 // Revoked peers lose their session; newly admitted ones get one.
                 let admission = &state.args.admission;
-                let links = &state.args.links;
+                let link_sessions = &state.args.link_sessions;
                 state.sessions.retain(|peer, _| {
                     let keep = admission.admits(peer);
                     if !keep {
-                        links.remove(peer);
+                        link_sessions.remove(peer);
                     }
                     keep
                 });
@@ -378,7 +378,7 @@ impl SessionState {
                 }
                 if let Some(session) = step.session {
                     self.pending.remove(&peer);
-                    self.args.links.install(peer, session, !initiator);
+                    self.args.link_sessions.install(peer, session, !initiator);
                     self.sessions.insert(
                         peer,
                         Established {
@@ -404,14 +404,14 @@ impl SessionState {
     fn send(&self, peer: NodeId, message: Vec<u8>, confirm: Option<[u8; 32]>) {
         let envelope = Envelope::seal(&self.args.identity, Kind::Handshake, message);
         let port = self.args.port.clone();
-        let links = self.args.links.clone();
+        let link_sessions = self.args.link_sessions.clone();
         let timeout = std::time::Duration::from_millis(ACK_TIMEOUT_MS);
         tokio::spawn(async move {
             for _ in 0..SEND_ATTEMPTS {
                 match port.request(peer, &envelope, timeout).await {
                     Ok(_) => {
                         if let Some(id) = confirm {
-                            links.start_sending(peer, id);
+                            link_sessions.start_sending(peer, id);
                         }
                         return;
                     }
@@ -426,7 +426,7 @@ impl SessionState {
         self.sessions
             .iter()
             .map(|(peer, s)| {
-                let counters = self.args.links.counters(peer);
+                let counters = self.args.link_sessions.counters(peer);
                 SessionInfo {
                     peer: *peer,
                     suite: SUITE.to_string(),

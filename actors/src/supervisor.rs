@@ -246,7 +246,7 @@ impl NodeSupervisor {
             clock,
             admission: args.settings.admission.clone(),
             rng_seed,
-            links: links.clone(),
+            link_sessions: links.clone(),
         };
         let (actor, _) =
             Actor::spawn_linked(None, SessionActor, session_args, myself.get_cell()).await?;
@@ -779,19 +779,21 @@ impl NodeState {
         } else {
             (envelope, false)
         };
-        if in_session {
-            // The session's keys came from a handshake signed by this very peer.
-        } else if envelope.kind.is_link_local() {
-            // Unsigned (see `Envelope::link_local`): it rides on a link whose peer has
-            // already proved its key with a signed envelope; until then it is dropped,
-            // and the sender asks again.
-            if !self.verified_links.contains(&envelope.from) {
-                self.drop_inbound("unauthenticated_link");
+        // What arrived in the session is the peer's: its keys came from a handshake the
+        // peer signed. Anything else proves its sender here.
+        if !in_session {
+            if envelope.kind.is_link_local() {
+                // Unsigned (see `Envelope::link_local`): it rides on a link whose peer
+                // has already proved its key with a signed envelope; until then it is
+                // dropped, and the sender asks again.
+                if !self.verified_links.contains(&envelope.from) {
+                    self.drop_inbound("unauthenticated_link");
+                    return;
+                }
+            } else if !self.authenticate_link_peer(&envelope) {
+                self.drop_inbound("bad_signature");
                 return;
             }
-        } else if !self.authenticate_link_peer(&envelope) {
-            self.drop_inbound("bad_signature");
-            return;
         }
         if envelope.kind == Kind::Handshake {
             // Refusals of strangers are logged and counted there; it acknowledges

@@ -316,7 +316,7 @@ struct SendBody {
     mime: Option<String>,
 }
 
-pub(crate) fn content_kind(name: &str) -> Option<ContentKind> {
+fn content_kind(name: &str) -> Option<ContentKind> {
     Some(match name {
         "text" => ContentKind::Text,
         "file" => ContentKind::File,
@@ -328,23 +328,57 @@ pub(crate) fn content_kind(name: &str) -> Option<ContentKind> {
     })
 }
 
+/// A request refused before it reached the node: the status and why. (Small, unlike a
+/// `Response`, so helpers can return it in a `Result`.)
+pub(crate) struct Refusal(pub StatusCode, pub String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        error(self.0, self.1)
+    }
+}
+
+/// The bytes of a message given as `text` or as `hex`: exactly one of the two.
+pub(crate) fn body_bytes(text: Option<String>, hex: Option<String>) -> Result<Vec<u8>, Refusal> {
+    match (text, hex) {
+        (Some(text), None) => Ok(text.into_bytes()),
+        (None, Some(hex)) => hex::decode(hex.trim())
+            .map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("hex: {e}"))),
+        _ => Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            "give exactly one of \"text\" and \"hex\"".into(),
+        )),
+    }
+}
+
+/// What a sealed message or channel post is: its kind (text unless said), and a file's
+/// name and MIME type.
+pub(crate) fn outgoing(
+    kind: Option<&str>,
+    name: Option<String>,
+    mime: Option<String>,
+) -> Result<Outgoing, Refusal> {
+    let kind = match kind.map(content_kind) {
+        None => ContentKind::Text,
+        Some(Some(kind)) => kind,
+        Some(None) => {
+            return Err(Refusal(
+                StatusCode::BAD_REQUEST,
+                "kind: must be text, file, image, audio, video or notice".into(),
+            ));
+        }
+    };
+    Ok(Outgoing { kind, name, mime })
+}
+
 async fn send(State(state): State<Arc<ApiState>>, Json(body): Json<SendBody>) -> Response {
     let destination: NodeId = match body.to.parse() {
         Ok(id) => id,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("to: {e}")),
     };
-    let payload = match (body.text, body.hex) {
-        (Some(text), None) => text.into_bytes(),
-        (None, Some(hex)) => match hex::decode(hex.trim()) {
-            Ok(bytes) => bytes,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("hex: {e}")),
-        },
-        _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "give exactly one of \"text\" and \"hex\"",
-            );
-        }
+    let payload = match body_bytes(body.text, body.hex) {
+        Ok(bytes) => bytes,
+        Err(refusal) => return refusal.into_response(),
     };
     if !body.encrypt && (body.kind.is_some() || body.name.is_some() || body.mime.is_some()) {
         return error(
@@ -353,20 +387,9 @@ async fn send(State(state): State<Arc<ApiState>>, Json(body): Json<SendBody>) ->
         );
     }
     if body.encrypt {
-        let kind = match body.kind.as_deref().map(content_kind) {
-            None => ContentKind::Text,
-            Some(Some(kind)) => kind,
-            Some(None) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "kind: must be text, file, image, audio, video or notice",
-                );
-            }
-        };
-        let content = Outgoing {
-            kind,
-            name: body.name,
-            mime: body.mime,
+        let content = match outgoing(body.kind.as_deref(), body.name, body.mime) {
+            Ok(content) => content,
+            Err(refusal) => return refusal.into_response(),
         };
         return match state
             .node

@@ -12,13 +12,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use x0_actors::e2e::Outgoing;
 use x0_actors::{ActorError, ChannelInfo, ChannelMessage};
 use x0_protocols::NodeId;
 use x0_protocols::channel::{ChannelError, ChannelId};
 use x0_protocols::e2e::ContentKind;
 
-use crate::api::{ApiState, content_kind, error};
+use crate::api::{ApiState, Refusal, body_bytes, error, outgoing};
 
 pub(crate) fn routes() -> Router<Arc<ApiState>> {
     Router::new()
@@ -49,16 +48,6 @@ fn channel_error(e: ActorError) -> Response {
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, e)
-}
-
-/// A request refused before it reached the node: the status and why. (Small, unlike a
-/// `Response`, so helpers can return it in a `Result`.)
-struct Refusal(StatusCode, String);
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        error(self.0, self.1)
-    }
 }
 
 fn parse_members(members: &[String]) -> Result<Vec<NodeId>, Refusal> {
@@ -250,33 +239,13 @@ async fn post(
         Ok(id) => id,
         Err(refusal) => return refusal.into_response(),
     };
-    let bytes = match (body.text, body.hex) {
-        (Some(text), None) => text.into_bytes(),
-        (None, Some(hex)) => match hex::decode(hex.trim()) {
-            Ok(bytes) => bytes,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("hex: {e}")),
-        },
-        _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "give exactly one of \"text\" and \"hex\"",
-            );
-        }
+    let bytes = match body_bytes(body.text, body.hex) {
+        Ok(bytes) => bytes,
+        Err(refusal) => return refusal.into_response(),
     };
-    let kind = match body.kind.as_deref().map(content_kind) {
-        None => ContentKind::Text,
-        Some(Some(kind)) => kind,
-        Some(None) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "kind: must be text, file, image, audio, video or notice",
-            );
-        }
-    };
-    let content = Outgoing {
-        kind,
-        name: body.name,
-        mime: body.mime,
+    let content = match outgoing(body.kind.as_deref(), body.name, body.mime) {
+        Ok(content) => content,
+        Err(refusal) => return refusal.into_response(),
     };
     match state.node.channel_post(id, content, bytes).await {
         Ok(posted) => (StatusCode::CREATED, Json(PostBody::from(posted))).into_response(),

@@ -246,22 +246,7 @@ impl Envelope {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
-        let Some(&version) = bytes.first() else {
-            return Err(EnvelopeError::Empty);
-        };
-        if bytes.len() > MAX_ENVELOPE_BYTES {
-            return Err(EnvelopeError::TooLarge(bytes.len()));
-        }
-        // postcard writes a u8 as one raw byte, so the version is always the first byte
-        // and can be refused before the rest is trusted.
-        if version != VERSION {
-            return Err(EnvelopeError::UnknownVersion(version));
-        }
-        let (wire, rest): (Wire, _) = postcard::take_from_bytes(bytes)
-            .map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
-        if !rest.is_empty() {
-            return Err(EnvelopeError::TrailingBytes);
-        }
+        let wire: Wire = decode_wire(bytes)?;
         let mut signature = [0u8; 64];
         signature[..32].copy_from_slice(&wire.signature_r);
         signature[32..].copy_from_slice(&wire.signature_s);
@@ -304,20 +289,7 @@ impl Envelope {
     /// The inverse of [`Envelope::encode_in_link`] for a frame `from` sent. Total, with
     /// the same checks as [`Envelope::decode`].
     pub fn decode_in_link(from: NodeId, bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
-        let Some(&version) = bytes.first() else {
-            return Err(EnvelopeError::Empty);
-        };
-        if bytes.len() > MAX_ENVELOPE_BYTES {
-            return Err(EnvelopeError::TooLarge(bytes.len()));
-        }
-        if version != VERSION {
-            return Err(EnvelopeError::UnknownVersion(version));
-        }
-        let (wire, rest): (LinkWire, _) = postcard::take_from_bytes(bytes)
-            .map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
-        if !rest.is_empty() {
-            return Err(EnvelopeError::TrailingBytes);
-        }
+        let wire: LinkWire = decode_wire(bytes)?;
         let mut signature = [0u8; 64];
         if let Some((r, s)) = wire.signature {
             signature[..32].copy_from_slice(&r);
@@ -331,6 +303,27 @@ impl Envelope {
             signature,
         })
     }
+}
+
+/// Either wire form, with its size and version checked before anything else is read.
+fn decode_wire<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, EnvelopeError> {
+    let Some(&version) = bytes.first() else {
+        return Err(EnvelopeError::Empty);
+    };
+    if bytes.len() > MAX_ENVELOPE_BYTES {
+        return Err(EnvelopeError::TooLarge(bytes.len()));
+    }
+    // postcard writes a u8 as one raw byte, so the version is always the first byte
+    // and can be refused before the rest is trusted.
+    if version != VERSION {
+        return Err(EnvelopeError::UnknownVersion(version));
+    }
+    let (wire, rest) =
+        postcard::take_from_bytes(bytes).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(EnvelopeError::TrailingBytes);
+    }
+    Ok(wire)
 }
 
 fn split_signature(signature: &[u8; 64]) -> ([u8; 32], [u8; 32]) {
