@@ -8,7 +8,7 @@ use std::time::Duration;
 
 mod common;
 
-use x0_actors::{NodeArgs, NodeHandle, NodeSettings, SessionInfo, Subsystem};
+use x0_actors::{NodeHandle, NodeSettings, SessionInfo, Subsystem};
 use x0_protocols::{Identity, NodeId};
 
 fn session_with(sessions: &[SessionInfo], peer: NodeId) -> Option<&SessionInfo> {
@@ -43,24 +43,15 @@ fn sessions_reform_after_a_restart_and_an_actor_crash() {
         // Node 1 restarts at once, forgetting its sessions; its neighbors keep theirs
         // (the link never looked down to them) and go on sealing under them.
         nodes[1].stop();
-        let restarted = Arc::new(
-            NodeHandle::spawn(NodeArgs {
-                identity: Arc::new(Identity::from_seed([2; 32])),
-                port: line.network.port(1),
-                settings: NodeSettings::default(),
-                seed: 1,
-                observer: Arc::new(|_| {}),
-                crypto_seed: [7; 32],
-                ledger_store: None,
-                mesh_epoch_ms: 0,
-                crdt_store: None,
-                verifier: Arc::new(x0_protocols::crdt::DirectVerifier),
-            })
-            .await
-            .unwrap(),
-        );
-        line.network.attach(1, Some(restarted.clone()));
-        nodes[1] = restarted;
+        nodes[1] = common::start_node(
+            &line.network,
+            1,
+            Arc::new(Identity::from_seed([2; 32])),
+            NodeSettings::default(),
+            [7; 32],
+            Arc::new(|_: x0_actors::Delivered| {}),
+        )
+        .await;
         tokio::time::sleep(Duration::from_secs(20)).await;
         let after = nodes[1].sessions().await.unwrap();
         for peer in [ids[0], ids[2]] {

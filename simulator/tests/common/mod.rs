@@ -47,23 +47,15 @@ pub async fn line(n: usize, settings: NodeSettings) -> Line {
     let mut nodes = Vec::new();
     for (i, identity) in identities.iter().enumerate() {
         let inbox = received.clone();
-        let handle = Arc::new(
-            NodeHandle::spawn(NodeArgs {
-                identity: identity.clone(),
-                port: network.port(i as u32),
-                settings: settings.clone(),
-                seed: i as u64,
-                observer: Arc::new(move |d: Delivered| inbox.lock().unwrap().push(d)),
-                crypto_seed: [i as u8 + 100; 32],
-                ledger_store: None,
-                mesh_epoch_ms: 0,
-                crdt_store: None,
-                verifier: Arc::new(x0_protocols::crdt::DirectVerifier),
-            })
-            .await
-            .unwrap(),
-        );
-        network.attach(i as u32, Some(handle.clone()));
+        let handle = start_node(
+            &network,
+            i as u32,
+            identity.clone(),
+            settings.clone(),
+            [i as u8 + 100; 32],
+            Arc::new(move |d: Delivered| inbox.lock().unwrap().push(d)),
+        )
+        .await;
         nodes.push(handle);
     }
     tokio::spawn(network.clone().pump());
@@ -73,6 +65,35 @@ pub async fn line(n: usize, settings: NodeSettings) -> Line {
         ids,
         received,
     }
+}
+
+/// Starts a node at `index` of `network` (again, after a restart) and attaches it.
+pub async fn start_node(
+    network: &SimNetwork,
+    index: u32,
+    identity: Arc<Identity>,
+    settings: NodeSettings,
+    crypto_seed: [u8; 32],
+    observer: Arc<dyn x0_actors::NodeObserver>,
+) -> Arc<NodeHandle> {
+    let handle = Arc::new(
+        NodeHandle::spawn(NodeArgs {
+            identity,
+            port: network.port(index),
+            settings,
+            seed: u64::from(index),
+            observer,
+            crypto_seed,
+            ledger_store: None,
+            mesh_epoch_ms: 0,
+            crdt_store: None,
+            verifier: Arc::new(x0_protocols::crdt::DirectVerifier),
+        })
+        .await
+        .unwrap(),
+    );
+    network.attach(index, Some(handle.clone()));
+    handle
 }
 
 /// A current-thread runtime on a paused clock, as the simulator runs.
