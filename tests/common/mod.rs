@@ -8,12 +8,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port that was free a moment ago (the OS picked it; we release it for the node).
+/// Where [`free_port`] looks: below Linux's ephemeral range (32768–60999), so that no
+/// outgoing connection (a node dialing a peer) can take the port between this test
+/// choosing it and the node binding it, as happened with ports the OS handed out.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port free a moment ago, handed out once per test process: the process id picks
+/// where a test binary starts, a counter moves on from there.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(PORTS.end - PORTS.start);
+    let start = (std::process::id() * 397) % span;
+    for _ in 0..span {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = PORTS.start + offset as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {} and {}", PORTS.start, PORTS.end);
 }
 
 pub fn binary() -> &'static str {
