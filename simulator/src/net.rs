@@ -546,15 +546,18 @@ impl NetworkPort for SimPort {
 }
 
 impl SimPort {
+    /// `to`'s index, if it is linked to this node.
+    fn neighbor_index(&self, to: NodeId) -> Option<u32> {
+        let state = self.net.lock();
+        state
+            .index
+            .get(&to)
+            .copied()
+            .filter(|t| state.linked(self.me, *t))
+    }
+
     fn send_as(&self, to: NodeId, envelope: &Envelope, inner: Option<Kind>) {
-        let target = {
-            let state = self.net.lock();
-            state
-                .index
-                .get(&to)
-                .copied()
-                .filter(|t| state.linked(self.me, *t))
-        };
+        let target = self.neighbor_index(to);
         match target {
             Some(t) => self
                 .net
@@ -570,14 +573,7 @@ impl SimPort {
         inner: Option<Kind>,
         timeout: Duration,
     ) -> BoxFuture<'static, Result<Envelope, PortError>> {
-        let target = {
-            let state = self.net.lock();
-            state
-                .index
-                .get(&to)
-                .copied()
-                .filter(|t| state.linked(self.me, *t))
-        };
+        let target = self.neighbor_index(to);
         let Some(target) = target else {
             self.net.lock().stats.envelopes_dropped += 1;
             return futures::future::ready(Err(PortError::Unreachable(to))).boxed();
