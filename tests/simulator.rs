@@ -97,6 +97,29 @@ fn the_report_serializes_with_the_documented_fields() {
 }
 
 #[test]
+fn overhead_under_load_is_counted_from_when_the_load_starts() {
+    let mut s = scenario(30, 12, 3, TopologyKind::RandomGeometric);
+    s.routing.enabled = true;
+    let idle = simulate(&s);
+    assert_eq!(idle.overhead.under_load, None, "no load, no window");
+    s.traffic = Some(x0_simulator::scenario::TrafficSection {
+        rate_per_s: 5.0,
+        start: Duration::from_secs(6),
+        payload_bytes: 64,
+    });
+    let loaded = simulate(&s);
+    let window = loaded.overhead.under_load.clone().expect("a load window");
+    assert_eq!(window.from_s, 6.0);
+    // The window leaves out the start, where every routing table is sent whole.
+    let routing = |rates: &std::collections::BTreeMap<String, f64>| rates["routing"];
+    assert!(
+        routing(&window.bytes_per_node_per_s_by_kind)
+            < routing(&loaded.overhead.bytes_per_node_per_s_by_kind),
+        "{loaded}"
+    );
+}
+
+#[test]
 fn with_routing_every_pair_gets_a_loop_free_route() {
     // Two full-dump intervals: a triggered update lost to the 1% link loss is repaired
     // by the next periodic dump at the latest.

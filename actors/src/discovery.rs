@@ -1,6 +1,6 @@
 //! The `Discovery` actor: drives the discovery state machine on tokio time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -11,7 +11,7 @@ use x0_protocols::discovery::{
 };
 use x0_protocols::failure::{self, FailureConfig, FailureDetector, SwimMessage};
 use x0_protocols::routing::link_cost;
-use x0_protocols::{Envelope, Identity, Kind, Millis, NodeId};
+use x0_protocols::{Envelope, Identity, Kind, Millis, NodeId, ShortId};
 
 use crate::clock::NodeClock;
 use crate::observer::NodeObserver;
@@ -181,10 +181,15 @@ impl DiscoveryState {
             && let Some(detector) = &mut self.detector
         {
             detector.heard_from(now, envelope.from);
-            detector.set_neighbors_of(
-                envelope.from,
-                beacon.echoes.iter().map(|e| e.neighbor).collect(),
-            );
+            // Its neighbors that are ours too: the helpers an indirect probe can use.
+            let echoed: BTreeSet<ShortId> = beacon.echoes.iter().map(|e| e.neighbor).collect();
+            let shared = self
+                .protocol
+                .neighbors()
+                .map(|n| n.id)
+                .filter(|id| echoed.contains(&ShortId::of(id)))
+                .collect();
+            detector.set_neighbors_of(envelope.from, shared);
         }
         match accepted {
             Ok(()) => {

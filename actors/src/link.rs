@@ -63,6 +63,11 @@ struct LinkSession {
     /// acknowledged the handshake's last message, so the responder can open its first
     /// frame.
     sending: bool,
+    /// Whether the peer has shown it holds `current` (a frame it sealed under it opened)
+    /// and has not since beaconed in the clear, as a peer that lost its sessions does.
+    /// Beacons are sealed only to such peers: a restarted peer finds its neighbors by
+    /// their beacons, and could not read sealed ones.
+    peer_seals: bool,
     counters: LinkCounters,
 }
 
@@ -97,6 +102,7 @@ impl LinkSessions {
                 current: session,
                 previous: previous.map(|p| p.current),
                 sending,
+                peer_seals: false,
                 counters,
             },
         );
@@ -110,6 +116,22 @@ impl LinkSessions {
         {
             link.sending = true;
         }
+    }
+
+    /// `peer` sent a beacon outside any session: it may have lost its sessions.
+    pub fn heard_in_clear(&self, peer: &NodeId) {
+        if let Some(link) = self.lock().get_mut(peer) {
+            link.peer_seals = false;
+        }
+    }
+
+    /// Peers whose beacons can go sealed (see `LinkSession::peer_seals`).
+    fn beacon_peers(&self) -> Vec<NodeId> {
+        self.lock()
+            .iter()
+            .filter(|(_, l)| l.sending && l.peer_seals)
+            .map(|(peer, _)| *peer)
+            .collect()
     }
 
     pub fn remove(&self, peer: &NodeId) {
@@ -153,7 +175,10 @@ impl LinkSessions {
         let mut sessions = self.lock();
         let link = sessions.get_mut(&peer).ok_or(LinkError::NoSession)?;
         let opened = match link.current.open(frame, LINK_AAD) {
-            Ok(inner) => Ok(inner),
+            Ok(inner) => {
+                link.peer_seals = true;
+                Ok(inner)
+            }
             // Sealed before the peer switched sessions: the old one still opens it.
             Err(e) => match link.previous.as_mut() {
                 Some(previous) => previous.open(frame, LINK_AAD).map_err(|_| e),
@@ -219,8 +244,22 @@ impl NetworkPort for SealingPort {
         }
     }
 
+    /// A broadcast to the neighbors (a beacon) goes sealed to each neighbor that holds
+    /// a session with us, without the signature and sender it needs in the clear (a
+    /// third of its size), and as it is to the others, which is how new and restarted
+    /// neighbors find us.
     fn broadcast(&self, topic: &Topic, envelope: &Envelope) {
-        self.inner.broadcast(topic, envelope);
+        if *topic != Topic::Neighbors || envelope.kind == Kind::Handshake {
+            return self.inner.broadcast(topic, envelope);
+        }
+        let mut sealed_to = Vec::new();
+        for peer in self.sessions.beacon_peers() {
+            if let OnTheWire::Sealed(sealed) = self.wrap(peer, envelope) {
+                self.inner.send_sealed(peer, &sealed, envelope.kind);
+                sealed_to.push(peer);
+            }
+        }
+        self.inner.broadcast_except(topic, envelope, &sealed_to);
     }
 
     fn request(
@@ -285,7 +324,12 @@ mod tests {
         let wire = sealed.encode();
         assert!(!wire.windows(16).any(|w| w == b"route to 7 via 3"));
         let inner = at_b.open(a.id(), &sealed).unwrap();
-        assert_eq!(Envelope::decode_in_link(a.id(), &inner).unwrap(), envelope);
+        // Everything but the signature, which nobody checks inside a session.
+        let opened = Envelope::decode_in_link(a.id(), &inner).unwrap();
+        assert_eq!(
+            (opened.from, opened.kind, &opened.payload),
+            (envelope.from, envelope.kind, &envelope.payload)
+        );
         assert_eq!(at_b.counters(&a.id()).frames_received, 1);
         // Replayed, tampered with, or from a peer without a session: refused.
         assert!(matches!(

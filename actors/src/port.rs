@@ -49,6 +49,14 @@ pub trait NetworkPort: Send + Sync + 'static {
         timeout: Duration,
     ) -> BoxFuture<'static, Result<Envelope, PortError>>;
 
+    /// [`NetworkPort::broadcast`] to all but the peers in `except`, which were sent
+    /// their copy another way (sealed). A transport that cannot leave peers out sends to
+    /// all, and the receivers see a beacon twice, which they take as one.
+    fn broadcast_except(&self, topic: &Topic, envelope: &Envelope, except: &[NodeId]) {
+        let _ = except;
+        self.broadcast(topic, envelope);
+    }
+
     /// Sends `sealed`, a [`Kind::Link`] envelope carrying an envelope of kind `inner`.
     /// The kind is for the transport's own accounting (the simulator's traffic report
     /// by kind) and never goes on the wire.

@@ -17,7 +17,7 @@ use x0_protocols::{Envelope, Identity, Kind, Millis, NodeId};
 use crate::clock::NodeClock;
 use crate::discovery::LinkEvent;
 use crate::observer::NodeObserver;
-use crate::port::{NetworkPort, Topic};
+use crate::port::NetworkPort;
 use crate::supervisor::NodeMsg;
 use crate::timer::Timer;
 
@@ -380,16 +380,17 @@ impl RoutingState {
     fn flush_outputs(&mut self) {
         while let Some(output) = self.protocol.poll_output() {
             match output {
+                // To each link on its own rather than as one broadcast, so that every
+                // copy travels sealed in the link's session like everything else.
                 Output::Broadcast(message) => {
-                    let envelope =
-                        Envelope::seal_message(&self.args.identity, Kind::Routing, &message);
-                    self.args.port.broadcast(&Topic::Neighbors, &envelope);
+                    let envelope = self.envelope(&message);
+                    for (neighbor, _) in self.protocol.links() {
+                        self.args.port.send(neighbor, &envelope);
+                    }
                     metrics::counter!("x0_routing_messages_sent_total").increment(1);
                 }
                 Output::Send(to, message) => {
-                    let envelope =
-                        Envelope::seal_message(&self.args.identity, Kind::Routing, &message);
-                    self.args.port.send(to, &envelope);
+                    self.args.port.send(to, &self.envelope(&message));
                     metrics::counter!("x0_routing_messages_sent_total").increment(1);
                 }
                 Output::RouteChanged {
@@ -420,6 +421,13 @@ impl RoutingState {
             }
         }
         metrics::gauge!("x0_routing_routes").set(self.protocol.route_count() as f64);
+    }
+
+    /// Signed once, whatever the number of links: a routing message may be the first a
+    /// neighbor hears from us after its link came back, before a session exists, and
+    /// then the signature is what it checks. Inside a session it is left off the wire.
+    fn envelope(&self, message: &RoutingMessage) -> Envelope {
+        Envelope::seal_message(&self.args.identity, Kind::Routing, message)
     }
 
     fn arm_timer(&mut self, myself: &ActorRef<RoutingMsg>) {

@@ -748,7 +748,7 @@ impl NodeState {
     fn route(&mut self, mut inbound: Inbound) {
         self.envelopes_received += 1;
         let reply = inbound.reply.take();
-        let envelope = match Envelope::decode(&inbound.bytes) {
+        let envelope = match Envelope::decode_from(inbound.link_peer, &inbound.bytes) {
             Ok(envelope) => envelope,
             Err(e) => {
                 self.decode_errors += 1;
@@ -793,6 +793,9 @@ impl NodeState {
             } else if !self.authenticate_link_peer(&envelope) {
                 self.drop_inbound("bad_signature");
                 return;
+            }
+            if envelope.kind == Kind::Beacon {
+                self.link_sessions.heard_in_clear(&envelope.from);
             }
         }
         if envelope.kind == Kind::Handshake {

@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::{Millis, NodeId};
+use crate::{Millis, NodeId, ShortId};
 
 /// At most this many echoes ride in one beacon, keeping beacons small in dense meshes.
 pub const MAX_ECHOES_PER_BEACON: usize = 64;
@@ -61,9 +61,13 @@ pub struct Beacon {
 }
 
 /// "I last heard `seq` from `neighbor`, `held_ms` ago."
+///
+/// The neighbor is named by its short id: every beacon echoes every neighbor, every
+/// second, so full ids made up three quarters of all beacon bytes. The receiver looks
+/// for its own; the failure detector maps the rest onto neighbors it knows in full.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Echo {
-    pub neighbor: NodeId,
+    pub neighbor: ShortId,
     pub seq: u32,
     pub held_ms: u32,
 }
@@ -227,7 +231,8 @@ impl Discovery {
             neighbor.last_alive = neighbor.last_alive.max(now);
             neighbor.beacons_received += 1;
         }
-        if let Some(echo) = beacon.echoes.iter().find(|e| e.neighbor == self.me) {
+        let me = ShortId::of(&self.me);
+        if let Some(echo) = beacon.echoes.iter().find(|e| e.neighbor == me) {
             let sent_at = self
                 .sent
                 .iter()
@@ -327,7 +332,7 @@ impl Discovery {
             .into_iter()
             .take(MAX_ECHOES_PER_BEACON)
             .map(|n| Echo {
-                neighbor: n.id,
+                neighbor: ShortId::of(&n.id),
                 seq: n.last_seq,
                 held_ms: u32::try_from(now.since(n.last_seen)).unwrap_or(u32::MAX),
             })
@@ -449,7 +454,7 @@ mod tests {
         let echo = Beacon {
             seq: 0,
             echoes: vec![Echo {
-                neighbor: id(1),
+                neighbor: ShortId::of(&id(1)),
                 seq: sent.seq,
                 held_ms: 300,
             }],

@@ -16,6 +16,29 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct NodeId(pub [u8; 32]);
 
+/// The first 8 bytes of a node id: how compact messages name a node (routing updates,
+/// beacon echoes) where every byte is repeated thousands of times a second.
+///
+/// Ids are public keys, so two nodes share a short id by accident with probability
+/// 2⁻⁶⁴ per pair; making one on purpose takes about 2⁶⁴ key generations. Where a short
+/// id is taken to mean a node, that node's own messages are what speak for it: a node
+/// that wanted to capture another's routes could as well advertise a low metric for it,
+/// and end-to-end signatures and sealing are what protect content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ShortId(pub [u8; 8]);
+
+impl ShortId {
+    pub fn of(id: &NodeId) -> ShortId {
+        let mut short = [0u8; 8];
+        short.copy_from_slice(&id.0[..8]);
+        ShortId(short)
+    }
+
+    pub fn as_u64(self) -> u64 {
+        u64::from_le_bytes(self.0)
+    }
+}
+
 /// Multihash `identity` code, length 36, then protobuf `PublicKey { type: Ed25519, data: 32 bytes }`.
 const PEER_ID_PREFIX: [u8; 6] = [0x00, 0x24, 0x08, 0x01, 0x12, 0x20];
 

@@ -22,6 +22,6 @@ pub mod time;
 mod wire_bytes;
 
 pub use envelope::{Envelope, EnvelopeError, Kind};
-pub use id::{NodeId, NodeIdError};
+pub use id::{NodeId, NodeIdError, ShortId};
 pub use identity::{Identity, IdentityError};
 pub use time::Millis;

@@ -57,6 +57,28 @@ pub struct TrafficStats {
     pub bytes_by_kind: [u64; KIND_SLOTS],
 }
 
+impl TrafficStats {
+    /// What was sent after `earlier`, a snapshot of the same counters.
+    pub fn since(&self, earlier: &TrafficStats) -> TrafficStats {
+        let mut bytes_by_kind = self.bytes_by_kind;
+        for (now, then) in bytes_by_kind.iter_mut().zip(earlier.bytes_by_kind) {
+            *now = now.saturating_sub(then);
+        }
+        TrafficStats {
+            envelopes_sent: self.envelopes_sent.saturating_sub(earlier.envelopes_sent),
+            envelopes_delivered: self
+                .envelopes_delivered
+                .saturating_sub(earlier.envelopes_delivered),
+            envelopes_dropped: self
+                .envelopes_dropped
+                .saturating_sub(earlier.envelopes_dropped),
+            bytes_sent: self.bytes_sent.saturating_sub(earlier.bytes_sent),
+            data_bytes_sent: self.data_bytes_sent.saturating_sub(earlier.data_bytes_sent),
+            bytes_by_kind,
+        }
+    }
+}
+
 /// Slots of [`NetStats::bytes_by_kind`]: every kind code, and 0.
 pub const KIND_SLOTS: usize = 9;
 
@@ -510,10 +532,21 @@ impl NetworkPort for SimPort {
     }
 
     fn broadcast(&self, topic: &Topic, envelope: &Envelope) {
+        self.broadcast_except(topic, envelope, &[]);
+    }
+
+    fn broadcast_except(&self, topic: &Topic, envelope: &Envelope, except: &[NodeId]) {
         match topic {
             Topic::Neighbors => {
                 let bytes = Bytes::from(envelope.encode());
-                let neighbors = self.net.lock().adjacency[self.me as usize].clone();
+                let neighbors = {
+                    let net = self.net.lock();
+                    net.adjacency[self.me as usize]
+                        .iter()
+                        .copied()
+                        .filter(|&to| !except.contains(&net.ids[to as usize]))
+                        .collect::<Vec<u32>>()
+                };
                 for to in neighbors {
                     self.net.transmit(self.me, to, bytes.clone(), None, None);
                 }

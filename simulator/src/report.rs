@@ -130,6 +130,18 @@ pub struct OverheadReport {
     /// The same, by envelope kind (beacon, routing, probe, ...).
     pub bytes_per_node_per_s_by_kind: std::collections::BTreeMap<String, f64>,
     pub data_bytes: u64,
+    /// The same rates counted only from when the scenario's load begins (its traffic,
+    /// churn or first fault), once the mesh has formed: what the mesh costs to keep
+    /// running rather than to start. `None` when the scenario has no load.
+    pub under_load: Option<WindowOverhead>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowOverhead {
+    /// Virtual seconds into the run at which counting starts.
+    pub from_s: f64,
+    pub control_bytes_per_node_per_s: f64,
+    pub bytes_per_node_per_s_by_kind: std::collections::BTreeMap<String, f64>,
 }
 
 impl Report {
@@ -283,19 +295,21 @@ impl fmt::Display for Report {
                 fc.latency_spikes
             )?;
         }
-        let by_kind: Vec<String> = self
-            .overhead
-            .bytes_per_node_per_s_by_kind
-            .iter()
-            .filter(|(kind, _)| kind.as_str() != "relay")
-            .map(|(kind, b)| format!("{kind} {b:.0}"))
-            .collect();
         writeln!(
             f,
             "overhead: {:.0} control bytes per node per second ({})",
             self.overhead.control_bytes_per_node_per_s,
-            by_kind.join(", ")
+            by_kind(&self.overhead.bytes_per_node_per_s_by_kind)
         )?;
+        if let Some(window) = &self.overhead.under_load {
+            writeln!(
+                f,
+                "overhead under load (from {:.0} s): {:.0} control bytes per node per second ({})",
+                window.from_s,
+                window.control_bytes_per_node_per_s,
+                by_kind(&window.bytes_per_node_per_s_by_kind)
+            )?;
+        }
         if let Some(rtt) = d.mean_rtt_ms {
             writeln!(
                 f,
@@ -336,4 +350,14 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// "beacon 3035, crdt 1200, …": control kinds only (relays are data).
+fn by_kind(rates: &std::collections::BTreeMap<String, f64>) -> String {
+    rates
+        .iter()
+        .filter(|(kind, _)| kind.as_str() != "relay")
+        .map(|(kind, b)| format!("{kind} {b:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -1,6 +1,7 @@
 //! Running a scenario: build the mesh, spawn every node's actor tree, let virtual time pass,
 //! then measure.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,10 +14,10 @@ use crate::chaos::{Chaos, Mesh, REPAIR_WINDOW};
 use crate::crdt_watch::{CrdtFigures, CrdtLoad, CrdtReport, CrdtTracker};
 use crate::ledger_load::{self, LedgerLoad};
 use crate::measure;
-use crate::net::SimNetwork;
+use crate::net::{SimNetwork, TrafficStats};
 use crate::report::{
     DiscoveryReport, FailureDetectionReport, OverheadReport, Report, RoutingReport, SessionsReport,
-    peak_rss_bytes,
+    WindowOverhead, peak_rss_bytes,
 };
 use crate::scenario::Scenario;
 use crate::topology::Topology;
@@ -150,6 +151,8 @@ async fn simulate(
         )
     });
     let total = scenario.duration;
+    let load_start = scenario.load_start().filter(|at| *at < total);
+    let mut at_load_start: Option<(Duration, TrafficStats)> = None;
     let mut next_second = Duration::from_secs(1).min(total);
     loop {
         let due = [
@@ -169,6 +172,9 @@ async fn simulate(
             crdt_load.run_due(&mesh);
         }
         if due >= next_second {
+            if at_load_start.is_none() && load_start.is_some_and(|at| next_second > at) {
+                at_load_start = Some((next_second - Duration::from_secs(1), network.stats()));
+            }
             chaos.settle(&mesh);
             progress(Progress {
                 virtual_elapsed: next_second,
@@ -240,26 +246,24 @@ async fn simulate(
             suspicions: obs.suspicions,
         }
     };
+    let nodes = scenario.nodes as f64;
+    let (control_bytes_per_node_per_s, bytes_per_node_per_s_by_kind) =
+        overhead_rates(&traffic, nodes, virtual_seconds);
+    let under_load = at_load_start.map(|(from, then)| {
+        let from_s = from.as_secs_f64();
+        let (control, by_kind) =
+            overhead_rates(&traffic.since(&then), nodes, virtual_seconds - from_s);
+        WindowOverhead {
+            from_s,
+            control_bytes_per_node_per_s: control,
+            bytes_per_node_per_s_by_kind: by_kind,
+        }
+    });
     let overhead = OverheadReport {
-        control_bytes_per_node_per_s: (traffic.bytes_sent - traffic.data_bytes_sent) as f64
-            / scenario.nodes as f64
-            / virtual_seconds.max(1e-9),
-        bytes_per_node_per_s_by_kind: traffic
-            .bytes_by_kind
-            .iter()
-            .enumerate()
-            .filter(|(_, bytes)| **bytes > 0)
-            .map(|(code, bytes)| {
-                let kind = x0_protocols::Kind::from_code(code as u16)
-                    .map_or("other", |k| k.name())
-                    .to_string();
-                (
-                    kind,
-                    *bytes as f64 / scenario.nodes as f64 / virtual_seconds.max(1e-9),
-                )
-            })
-            .collect(),
+        control_bytes_per_node_per_s,
+        bytes_per_node_per_s_by_kind,
         data_bytes: traffic.data_bytes_sent,
+        under_load,
     };
     let ledger = match (load, &ledger) {
         (Some(load), Some(settings)) => {
@@ -312,7 +316,7 @@ async fn measure_crdt(
     mesh: &Mesh,
     live: &[Arc<NodeHandle>],
     virtual_seconds: f64,
-    traffic: &crate::net::TrafficStats,
+    traffic: &TrafficStats,
 ) -> Result<Option<CrdtReport>, SimError> {
     if mesh.recorder.lock().crdt.is_none() {
         return Ok(None);
@@ -534,4 +538,30 @@ async fn measure_routing(
         mean_routes: total_routes as f64 / n.max(1) as f64,
         ..RoutingReport::default()
     })
+}
+
+/// Control bytes (everything but relayed data) and bytes by envelope kind, per node and
+/// virtual second.
+fn overhead_rates(
+    traffic: &TrafficStats,
+    nodes: f64,
+    seconds: f64,
+) -> (f64, BTreeMap<String, f64>) {
+    let per_node_s = |bytes: u64| bytes as f64 / nodes / seconds.max(1e-9);
+    let by_kind = traffic
+        .bytes_by_kind
+        .iter()
+        .enumerate()
+        .filter(|(_, bytes)| **bytes > 0)
+        .map(|(code, bytes)| {
+            let kind = x0_protocols::Kind::from_code(code as u16)
+                .map_or("other", |k| k.name())
+                .to_string();
+            (kind, per_node_s(*bytes))
+        })
+        .collect();
+    (
+        per_node_s(traffic.bytes_sent - traffic.data_bytes_sent),
+        by_kind,
+    )
 }

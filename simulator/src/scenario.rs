@@ -527,6 +527,14 @@ impl Scenario {
         })
     }
 
+    /// When the run's load begins: its traffic, churn or first fault.
+    pub fn load_start(&self) -> Option<Duration> {
+        let traffic = self.traffic.as_ref().map(|t| t.start);
+        let churn = self.churn.as_ref().map(|c| c.start);
+        let faults = self.faults.iter().map(|f| f.at);
+        [traffic, churn].into_iter().flatten().chain(faults).min()
+    }
+
     pub fn routing_config(&self) -> Option<RoutingConfig> {
         self.routing.enabled.then(RoutingConfig::default)
     }

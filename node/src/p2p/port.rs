@@ -45,9 +45,16 @@ impl NetworkPort for Libp2pPort {
     }
 
     fn broadcast(&self, topic: &Topic, envelope: &Envelope) {
+        self.broadcast_except(topic, envelope, &[]);
+    }
+
+    fn broadcast_except(&self, topic: &Topic, envelope: &Envelope, except: &[NodeId]) {
         let bytes = envelope.encode();
         match topic {
-            Topic::Neighbors => self.submit(Command::SendToAll { bytes }),
+            Topic::Neighbors => self.submit(Command::SendToAll {
+                bytes,
+                except: except.iter().filter_map(peer_id_of).collect(),
+            }),
             Topic::Gossip(name) => self.submit(Command::Publish {
                 topic: name.clone(),
                 bytes,
@@ -80,9 +87,8 @@ impl NetworkPort for Libp2pPort {
                 Err(_) => Err(PortError::Timeout),
                 Ok(Err(_)) => Err(PortError::Closed),
                 Ok(Ok(Err(e))) => Err(e),
-                Ok(Ok(Ok(bytes))) => {
-                    Envelope::decode(&bytes).map_err(|e| PortError::BadReply(e.to_string()))
-                }
+                Ok(Ok(Ok(bytes))) => Envelope::decode_from(to, &bytes)
+                    .map_err(|e| PortError::BadReply(e.to_string())),
             }
         }
         .boxed()

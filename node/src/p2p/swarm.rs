@@ -38,6 +38,8 @@ pub enum Command {
     },
     SendToAll {
         bytes: Vec<u8>,
+        /// Peers sent their copy another way (sealed in their session).
+        except: Vec<PeerId>,
     },
     Publish {
         topic: String,
@@ -365,8 +367,13 @@ impl SwarmTask {
                 self.pending.insert(id, None);
                 metrics::counter!("x0_network_envelopes_sent_total").increment(1);
             }
-            Command::SendToAll { bytes } => {
-                let peers: Vec<PeerId> = self.connected.keys().copied().collect();
+            Command::SendToAll { bytes, except } => {
+                let peers: Vec<PeerId> = self
+                    .connected
+                    .keys()
+                    .filter(|p| !except.contains(p))
+                    .copied()
+                    .collect();
                 for peer in peers {
                     let id = self
                         .swarm

@@ -18,6 +18,8 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let _ = E2eMessage::decode(data);
+    // The compact link-frame form.
+    let _ = Envelope::decode_from(NodeId([2; 32]), data);
     // What a link frame opens to.
     let _ = Envelope::decode_in_link(NodeId([1; 32]), data);
     let _ = x0_protocols::crypto::session::Frame::decode(data);

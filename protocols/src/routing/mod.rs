@@ -1,0 +1,989 @@
+//! Loop-free distance-vector routing, after Babel (RFC 8966).
+//!
+//! Each node advertises, for every destination it can reach, a `(seqno, metric)` pair.
+//! Loop freedom comes from Babel's **feasibility condition**: a node remembers, per
+//! destination, the best `(seqno, metric)` it has itself advertised (its feasibility
+//! distance, FD) and only ever selects a route whose advertisement is strictly better:
+//! a newer seqno, or the same seqno with a smaller metric. Since a node's FD only
+//! improves, and every node downstream of it advertised something better still, a
+//! next-hop chain can never close on itself, even while updates are lost or late.
+//!
+//! When the only routes left are not feasible, the node retracts the destination
+//! (metric = [`INFINITY`]) and sends a seqno request toward it; the destination answers
+//! with a newer seqno, which makes fresh routes feasible again everywhere.
+//!
+//! What goes on the wire is kept small because at 1000 nodes it is most of the mesh's
+//! control traffic ([`wire`]): changes go out as triggered updates naming destinations by
+//! short ids; the periodic refresh is a per-bucket digest, not the table; a neighbor that
+//! missed something asks for the buckets that differ. A whole table goes to a neighbor
+//! only when its link comes up.
+//!
+//! Link costs come from outside (the actor derives them from discovery's measured loss
+//! and RTT, see [`link_cost`]). Sans-IO like every protocol here.
+
+mod wire;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+pub use wire::{ALL_BUCKETS, Advert, BUCKETS, BucketMask, Destination, Digest, RoutingMessage};
+use wire::{advert_hash, bucket, serial_newer};
+
+pub use crate::ShortId;
+use crate::{Millis, NodeId};
+
+/// The metric of an unreachable destination; advertising it is a retraction.
+pub const INFINITY: u16 = u16::MAX;
+
+/// A table message carries at most about this many adverts (whole buckets are never
+/// split), so a 10,000-node table stays far below the envelope limit.
+const TABLE_ADVERTS_PER_MESSAGE: usize = 1024;
+
+/// Senders whose messages were dropped before their link counted, remembered so the
+/// link's start can ask them again; bounded against floods of strangers.
+const DROPPED_FROM_REMEMBERED: usize = 256;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoutingConfig {
+    /// The periodic refresh (a digest of the advertised table) goes to all neighbors
+    /// this often; triggered updates come in between.
+    pub update_interval_ms: u64,
+    /// A route not refreshed for this long is dropped.
+    pub route_expiry_ms: u64,
+    /// Hops a seqno request travels toward the destination at most.
+    pub request_hop_limit: u8,
+    /// A seqno request for one destination is not repeated more often than this.
+    pub request_interval_ms: u64,
+    /// Changes are collected this long before a triggered update carries them all, so a
+    /// burst of changes costs one message instead of one per change.
+    pub triggered_delay_ms: u64,
+    /// The delay instead when a change is urgent: a route lost, found where there was
+    /// none, or moved to a newer seqno. Those are what a repair waits on, hop after hop,
+    /// so they go out almost at once (RFC 8966 §3.7.2 sends them immediately too).
+    pub urgent_delay_ms: u64,
+    /// A metric change smaller than this fraction (same next hop and seqno) waits for the
+    /// periodic update. Safe: loop freedom rests on each node's own feasibility distance,
+    /// not on how fresh its neighbors' view of it is.
+    pub significant_change: f64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            update_interval_ms: 16_000,
+            route_expiry_ms: 56_000,
+            request_hop_limit: 32,
+            request_interval_ms: 1000,
+            triggered_delay_ms: 200,
+            urgent_delay_ms: 20,
+            significant_change: 0.25,
+        }
+    }
+}
+
+/// ETX-like cost of a link from its measured loss and RTT.
+///
+/// `256 / delivery²` (both directions assumed alike, as only inbound loss is measured)
+/// plus the RTT in milliseconds: a lossless 1 ms link costs 257, one losing 10% about 317.
+/// Loss is quantized to whole percents so jitter in the estimate does not churn routes.
+pub fn link_cost(loss: f64, rtt_ms: Option<f64>) -> u16 {
+    let loss = (loss.clamp(0.0, 0.99) * 100.0).round() / 100.0;
+    let delivery = (1.0 - loss).max(0.01);
+    let etx = 256.0 / (delivery * delivery);
+    let rtt = rtt_ms.unwrap_or(0.0).clamp(0.0, 10_000.0);
+    (etx + rtt).round().min(f64::from(INFINITY - 1)) as u16
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send to every neighbor.
+    Broadcast(RoutingMessage),
+    /// Send to one neighbor.
+    Send(NodeId, RoutingMessage),
+    /// The selected route to `destination` changed (`None`: unreachable now).
+    RouteChanged {
+        destination: NodeId,
+        next_hop: Option<NodeId>,
+        metric: u16,
+    },
+}
+
+/// A route as seen from the table, for the API.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteInfo {
+    pub destination: NodeId,
+    pub next_hop: NodeId,
+    pub metric: u16,
+    pub seqno: u32,
+    /// When the route was selected.
+    pub since: Millis,
+}
+
+/// A node's place in [`Routing::dests`]. Dense indexes instead of 32-byte keys: the
+/// table is consulted on every update for every advert, and key comparisons were a
+/// quarter of a 1000-node simulation's CPU.
+type Slot = u32;
+
+/// The node itself is always slot 0.
+const ME: Slot = 0;
+
+/// What one neighbor advertised for one destination.
+#[derive(Clone, Copy, Debug)]
+struct Heard {
+    neighbor: Slot,
+    seqno: u32,
+    metric: u16,
+    /// The serial of the message it came in (or was last confirmed by).
+    serial: u32,
+    at: Millis,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Selected {
+    next_hop: Slot,
+    seqno: u32,
+    metric: u16,
+    since: Millis,
+}
+
+/// The feasibility distance: the best `(seqno, metric)` we advertised for a destination.
+#[derive(Clone, Copy, Debug)]
+struct Feasibility {
+    seqno: u32,
+    metric: u16,
+}
+
+impl Feasibility {
+    /// Babel's feasibility condition.
+    fn admits(&self, seqno: u32, metric: u16) -> bool {
+        metric != INFINITY && (seqno > self.seqno || (seqno == self.seqno && metric < self.metric))
+    }
+}
+
+/// Everything known about one destination (which may also be a neighbor).
+#[derive(Debug)]
+struct Dest {
+    id: NodeId,
+    short: ShortId,
+    /// Cost of our link to it, while it is a neighbor.
+    link: Option<u16>,
+    /// What each neighbor last advertised for it (a handful of rows).
+    heard: Vec<Heard>,
+    selected: Option<Selected>,
+    feasibility: Option<Feasibility>,
+    /// What we last told every neighbor, which is what they hold of our table.
+    /// Insignificant metric changes are not sent at once, so this can lag `selected`;
+    /// digests and tables carry this view, so that they match what neighbors were told.
+    advertised: Option<(u32, u16)>,
+    last_request: Option<Millis>,
+    /// Queued for the next triggered update.
+    dirty: bool,
+}
+
+impl Dest {
+    fn new(id: NodeId) -> Dest {
+        Dest {
+            id,
+            short: ShortId::of(&id),
+            link: None,
+            heard: Vec::new(),
+            selected: None,
+            feasibility: None,
+            advertised: None,
+            last_request: None,
+            dirty: false,
+        }
+    }
+
+    fn heard_from(&self, neighbor: Slot) -> Option<&Heard> {
+        self.heard.iter().find(|h| h.neighbor == neighbor)
+    }
+}
+
+/// Hashes ids (already uniformly random bytes) cheaply and the same way in every run,
+/// so nothing about the table depends on a random hasher seed.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(23) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+}
+
+type IdMap<K> = HashMap<K, Slot, BuildHasherDefault<IdHasher>>;
+
+pub struct Routing {
+    me: NodeId,
+    config: RoutingConfig,
+    seqno: u32,
+    /// Numbers our updates and tables. Starts from the clock, so a restarted router's
+    /// messages are newer than what neighbors kept from its previous run.
+    serial: u32,
+    dests: Vec<Dest>,
+    by_id: IdMap<NodeId>,
+    by_short: IdMap<ShortId>,
+    /// Live neighbors, in a fixed order for broadcasts and the API.
+    links: BTreeMap<NodeId, Slot>,
+    dropped_from: BTreeSet<NodeId>,
+    /// Slots queued for the next triggered update, in the order they changed.
+    dirty: Vec<Slot>,
+    /// When the pending triggered update goes out.
+    triggered_at: Option<Millis>,
+    /// Whether a pending change is urgent (see `RoutingConfig::urgent_delay_ms`).
+    urgent: bool,
+    next_periodic: Millis,
+    /// No heard route expires before this (a lower bound, refreshed by each expiry scan).
+    next_expiry: Option<Millis>,
+    route_count: usize,
+    outputs: VecDeque<Output>,
+}
+
+impl Routing {
+    pub fn new(me: NodeId, config: RoutingConfig, now: Millis) -> Self {
+        let mut routing = Routing {
+            me,
+            seqno: 0,
+            serial: now.0 as u32,
+            dests: Vec::new(),
+            by_id: IdMap::default(),
+            by_short: IdMap::default(),
+            links: BTreeMap::new(),
+            dropped_from: BTreeSet::new(),
+            dirty: Vec::new(),
+            triggered_at: None,
+            urgent: false,
+            next_periodic: now.plus(config.update_interval_ms),
+            next_expiry: None,
+            route_count: 0,
+            outputs: VecDeque::new(),
+            config,
+        };
+        routing.intern(me);
+        routing.dests[ME as usize].advertised = Some((0, 0));
+        routing
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.me
+    }
+
+    /// A neighbor came up, or its link cost changed.
+    pub fn set_link(&mut self, now: Millis, neighbor: NodeId, cost: u16) {
+        let Some(slot) = self.intern(neighbor).filter(|&s| s != ME) else {
+            return;
+        };
+        let cost = cost.clamp(1, INFINITY - 1);
+        let is_new = self.dests[slot as usize].link.replace(cost).is_none();
+        if is_new {
+            self.links.insert(neighbor, slot);
+            // Tell the newcomer everything we know right away rather than wait; ask for
+            // the same if it already spoke to us before we counted the link.
+            for table in self.tables(ALL_BUCKETS, true) {
+                self.outputs.push_back(Output::Send(neighbor, table));
+            }
+            if self.dropped_from.remove(&neighbor) {
+                self.outputs.push_back(Output::Send(
+                    neighbor,
+                    RoutingMessage::TableRequest {
+                        buckets: ALL_BUCKETS,
+                        full: true,
+                    },
+                ));
+            }
+        }
+        for d in self.heard_through(slot) {
+            self.reselect(now, d);
+        }
+        self.schedule_triggered(now);
+    }
+
+    /// A neighbor is gone: every route through it goes too.
+    pub fn remove_link(&mut self, now: Millis, neighbor: NodeId) {
+        let Some(slot) = self.links.remove(&neighbor) else {
+            return;
+        };
+        self.dests[slot as usize].link = None;
+        let through = self.heard_through(slot);
+        for &d in &through {
+            self.dests[d as usize].heard.retain(|h| h.neighbor != slot);
+        }
+        for d in through {
+            self.reselect(now, d);
+        }
+        self.schedule_triggered(now);
+    }
+
+    pub fn handle_message(&mut self, now: Millis, from: NodeId, message: RoutingMessage) {
+        let Some(&neighbor) = self.links.get(&from) else {
+            // Only neighbors we have a measured link to may feed the table.
+            if self.dropped_from.len() >= DROPPED_FROM_REMEMBERED {
+                self.dropped_from.clear();
+            }
+            self.dropped_from.insert(from);
+            return;
+        };
+        match message {
+            RoutingMessage::Update {
+                serial,
+                adverts,
+                digest,
+            } => {
+                let unknown = self.apply_adverts(now, neighbor, serial, &adverts);
+                let mut missing = unknown;
+                if let Some(digest) = digest {
+                    missing |= self.check_digest(now, neighbor, serial, &digest);
+                }
+                if missing != 0 {
+                    self.outputs.push_back(Output::Send(
+                        from,
+                        RoutingMessage::TableRequest {
+                            buckets: missing,
+                            full: unknown != 0,
+                        },
+                    ));
+                }
+            }
+            RoutingMessage::Table {
+                serial,
+                buckets,
+                adverts,
+            } => {
+                self.forget_unlisted(now, neighbor, serial, buckets, &adverts);
+                let unknown = self.apply_adverts(now, neighbor, serial, &adverts);
+                if unknown != 0 {
+                    self.outputs.push_back(Output::Send(
+                        from,
+                        RoutingMessage::TableRequest {
+                            buckets: unknown,
+                            full: true,
+                        },
+                    ));
+                }
+            }
+            RoutingMessage::TableRequest { buckets, full } => {
+                for table in self.tables(buckets, full) {
+                    self.outputs.push_back(Output::Send(from, table));
+                }
+            }
+            RoutingMessage::SeqnoRequest {
+                destination,
+                seqno,
+                hops_left,
+            } => self.handle_request(neighbor, destination, seqno, hops_left),
+        }
+        self.schedule_triggered(now);
+    }
+
+    pub fn handle_timeout(&mut self, now: Millis) {
+        if self.next_expiry.is_some_and(|at| now >= at) {
+            self.expire_routes(now);
+        }
+        if now >= self.next_periodic {
+            self.next_periodic = now.plus(self.config.update_interval_ms);
+            self.send_periodic(now);
+        } else if self.triggered_at.is_some_and(|at| now >= at) {
+            self.triggered_at = None;
+            self.send_triggered();
+        }
+        self.schedule_triggered(now);
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    pub fn next_deadline(&self) -> Option<Millis> {
+        let mut next = self.next_periodic;
+        for at in [self.triggered_at, self.next_expiry].into_iter().flatten() {
+            next = next.min(at);
+        }
+        Some(next)
+    }
+
+    /// A next hop other than `avoid` that cannot loop back through us: a neighbor whose
+    /// own advertised distance is below ours (RFC 5286's loop-free alternate). For a
+    /// relay whose next hop stopped answering before the failure detector has ruled.
+    pub fn alternate_next_hop(&self, destination: &NodeId, avoid: &NodeId) -> Option<NodeId> {
+        let dest = &self.dests[self.slot_of(destination)? as usize];
+        let ours = dest.selected?.metric;
+        dest.heard
+            .iter()
+            .filter(|h| h.metric != INFINITY && h.metric < ours)
+            .filter_map(|h| {
+                let neighbor = &self.dests[h.neighbor as usize];
+                let cost = neighbor.link?;
+                (neighbor.id != *avoid).then_some((h.metric.saturating_add(cost), neighbor.id))
+            })
+            .min()
+            .map(|(_, n)| n)
+    }
+
+    /// How many destinations we have a route to.
+    pub fn route_count(&self) -> usize {
+        self.route_count
+    }
+
+    /// The next hop toward `destination`, if we have a route.
+    pub fn next_hop(&self, destination: &NodeId) -> Option<NodeId> {
+        let selected = self.dests[self.slot_of(destination)? as usize].selected?;
+        Some(self.dests[selected.next_hop as usize].id)
+    }
+
+    /// Every route, by destination.
+    pub fn routes(&self) -> impl Iterator<Item = RouteInfo> + '_ {
+        let mut routes: Vec<RouteInfo> = self
+            .dests
+            .iter()
+            .filter_map(|d| {
+                let s = d.selected?;
+                Some(RouteInfo {
+                    destination: d.id,
+                    next_hop: self.dests[s.next_hop as usize].id,
+                    metric: s.metric,
+                    seqno: s.seqno,
+                    since: s.since,
+                })
+            })
+            .collect();
+        routes.sort_by_key(|r| r.destination);
+        routes.into_iter()
+    }
+
+    /// Live links and their costs.
+    pub fn links(&self) -> impl Iterator<Item = (NodeId, u16)> + '_ {
+        self.links
+            .iter()
+            .filter_map(|(n, &slot)| Some((*n, self.dests[slot as usize].link?)))
+    }
+
+    pub fn seqno(&self) -> u32 {
+        self.seqno
+    }
+
+    fn slot_of(&self, id: &NodeId) -> Option<Slot> {
+        self.by_id.get(id).copied()
+    }
+
+    /// The slot of `id`, made if new. `None` for an id whose short id another node
+    /// already has (see [`ShortId`]): it cannot be told apart on the wire.
+    fn intern(&mut self, id: NodeId) -> Option<Slot> {
+        if let Some(slot) = self.slot_of(&id) {
+            return Some(slot);
+        }
+        let short = ShortId::of(&id);
+        if self.by_short.contains_key(&short) {
+            return None;
+        }
+        let slot = self.dests.len() as Slot;
+        self.dests.push(Dest::new(id));
+        self.by_id.insert(id, slot);
+        self.by_short.insert(short, slot);
+        Some(slot)
+    }
+
+    fn resolve(&mut self, destination: &Destination) -> Option<Slot> {
+        match destination {
+            Destination::Full(id) => self.intern(*id),
+            Destination::Short(short) => self.by_short.get(short).copied(),
+        }
+    }
+
+    /// Destinations some neighbor's advert reaches through `neighbor`, and the
+    /// neighbor itself.
+    fn heard_through(&self, neighbor: Slot) -> Vec<Slot> {
+        let mut through: Vec<Slot> = (0..self.dests.len() as Slot)
+            .filter(|&d| d != ME && self.dests[d as usize].heard_from(neighbor).is_some())
+            .collect();
+        if !through.contains(&neighbor) {
+            through.push(neighbor);
+        }
+        through
+    }
+
+    /// Takes in what `neighbor` advertised in message `serial`. Returns the buckets of
+    /// short ids we do not know, to be asked for in full.
+    fn apply_adverts(
+        &mut self,
+        now: Millis,
+        neighbor: Slot,
+        serial: u32,
+        adverts: &[Advert],
+    ) -> BucketMask {
+        let mut unknown: BucketMask = 0;
+        for advert in adverts {
+            let Some(slot) = self.resolve(&advert.destination) else {
+                if let Destination::Short(short) = advert.destination {
+                    unknown |= 1 << bucket(short);
+                }
+                continue;
+            };
+            let fresh = Heard {
+                neighbor,
+                seqno: advert.seqno,
+                metric: advert.metric,
+                serial,
+                at: now,
+            };
+            let dest = &mut self.dests[slot as usize];
+            let unchanged = match dest.heard.iter_mut().find(|h| h.neighbor == neighbor) {
+                // A late copy of an older message: what we hold is newer.
+                Some(h) if serial_newer(h.serial, serial) => continue,
+                Some(h) => {
+                    let same = h.seqno == fresh.seqno && h.metric == fresh.metric;
+                    *h = fresh;
+                    same
+                }
+                None => {
+                    dest.heard.push(fresh);
+                    false
+                }
+            };
+            // Entries only ever get later expiries, so an existing bound holds.
+            self.next_expiry
+                .get_or_insert(now.plus(self.config.route_expiry_ms));
+            // A repeat of what we know changes no choice, unless we are starved (then
+            // reselecting retries the seqno request).
+            let starved = dest.selected.is_none();
+            if slot != ME && (!unchanged || starved) {
+                self.reselect(now, slot);
+            }
+        }
+        unknown
+    }
+
+    /// A table for `buckets` from `neighbor`: what it no longer lists is gone, unless
+    /// we heard it in a newer message than the table.
+    fn forget_unlisted(
+        &mut self,
+        now: Millis,
+        neighbor: Slot,
+        serial: u32,
+        buckets: BucketMask,
+        adverts: &[Advert],
+    ) {
+        let listed: BTreeSet<ShortId> = adverts.iter().map(|a| a.destination.short()).collect();
+        let mut dropped = Vec::new();
+        for (slot, dest) in self.dests.iter_mut().enumerate() {
+            if buckets & 1 << bucket(dest.short) == 0 || listed.contains(&dest.short) {
+                continue;
+            }
+            let before = dest.heard.len();
+            dest.heard
+                .retain(|h| h.neighbor != neighbor || serial_newer(h.serial, serial));
+            if dest.heard.len() != before {
+                dropped.push(slot as Slot);
+            }
+        }
+        for slot in dropped {
+            if slot != ME {
+                self.reselect(now, slot);
+            }
+        }
+    }
+
+    /// Compares a neighbor's digest with our record of its table: matching buckets are
+    /// refreshed, differing ones returned to be asked for.
+    fn check_digest(
+        &mut self,
+        now: Millis,
+        neighbor: Slot,
+        serial: u32,
+        digest: &Digest,
+    ) -> BucketMask {
+        let mut mine = [0u32; BUCKETS];
+        for dest in &self.dests {
+            if let Some(h) = dest.heard_from(neighbor).filter(|h| h.metric != INFINITY) {
+                let sum = &mut mine[bucket(dest.short)];
+                *sum = sum.wrapping_add(advert_hash(dest.short, h.seqno, h.metric));
+            }
+        }
+        let differing: BucketMask = (0..BUCKETS)
+            .filter(|&b| mine[b] != digest[b])
+            .fold(0, |mask, b| mask | 1 << b);
+        let mut starved = Vec::new();
+        for (slot, dest) in self.dests.iter_mut().enumerate() {
+            if differing & 1 << bucket(dest.short) != 0 {
+                continue;
+            }
+            if let Some(h) = dest.heard.iter_mut().find(|h| h.neighbor == neighbor) {
+                h.at = now;
+                if serial_newer(serial, h.serial) {
+                    h.serial = serial;
+                }
+                if h.metric != INFINITY && dest.selected.is_none() && slot as Slot != ME {
+                    starved.push(slot as Slot);
+                }
+            }
+        }
+        // As a resent table would: a destination we have no route to retries its seqno
+        // request.
+        for slot in starved {
+            self.reselect(now, slot);
+        }
+        differing
+    }
+
+    /// Our advertised table for `buckets`, in messages of bounded size, naming
+    /// destinations in full or by short id.
+    fn tables(&mut self, buckets: BucketMask, full: bool) -> Vec<RoutingMessage> {
+        let mut by_bucket: Vec<Vec<Advert>> = vec![Vec::new(); BUCKETS];
+        for dest in &self.dests {
+            let bucket = bucket(dest.short);
+            if buckets & 1 << bucket == 0 {
+                continue;
+            }
+            if let Some((seqno, metric)) = dest.advertised {
+                let destination = match full {
+                    true => Destination::Full(dest.id),
+                    false => Destination::Short(dest.short),
+                };
+                by_bucket[bucket].push(Advert {
+                    destination,
+                    seqno,
+                    metric,
+                });
+            }
+        }
+        let mut messages = Vec::new();
+        let mut covered: BucketMask = 0;
+        let mut adverts = Vec::new();
+        for (bucket, rows) in by_bucket.into_iter().enumerate() {
+            if buckets & 1 << bucket == 0 {
+                continue;
+            }
+            if !adverts.is_empty() && adverts.len() + rows.len() > TABLE_ADVERTS_PER_MESSAGE {
+                self.serial = self.serial.wrapping_add(1);
+                messages.push(RoutingMessage::Table {
+                    serial: self.serial,
+                    buckets: covered,
+                    adverts: std::mem::take(&mut adverts),
+                });
+                covered = 0;
+            }
+            covered |= 1 << bucket;
+            adverts.extend(rows);
+        }
+        self.serial = self.serial.wrapping_add(1);
+        messages.push(RoutingMessage::Table {
+            serial: self.serial,
+            buckets: covered,
+            adverts,
+        });
+        messages
+    }
+
+    /// Fingerprints of our advertised table, per bucket.
+    fn digest(&self) -> Digest {
+        let mut sums = [0u32; BUCKETS];
+        for dest in &self.dests {
+            if let Some((seqno, metric)) = dest.advertised {
+                let sum = &mut sums[bucket(dest.short)];
+                *sum = sum.wrapping_add(advert_hash(dest.short, seqno, metric));
+            }
+        }
+        sums
+    }
+
+    /// Drops routes not refreshed within the expiry and finds the next expiry.
+    fn expire_routes(&mut self, now: Millis) {
+        let expiry = self.config.route_expiry_ms;
+        let mut touched = Vec::new();
+        let mut next: Option<Millis> = None;
+        for (slot, dest) in self.dests.iter_mut().enumerate() {
+            let before = dest.heard.len();
+            dest.heard.retain(|h| now.since(h.at) < expiry);
+            if dest.heard.len() != before && slot as Slot != ME {
+                touched.push(slot as Slot);
+            }
+            for h in &dest.heard {
+                let at = h.at.plus(expiry);
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        self.next_expiry = next;
+        for slot in touched {
+            self.reselect(now, slot);
+        }
+    }
+
+    /// Picks the best feasible route to `slot` and records the consequences.
+    fn reselect(&mut self, now: Millis, slot: Slot) {
+        let dest = &self.dests[slot as usize];
+        let fd = dest.feasibility;
+        let best = dest
+            .heard
+            .iter()
+            .filter_map(|h| {
+                let cost = self.dests[h.neighbor as usize].link?;
+                if h.metric == INFINITY || fd.is_some_and(|fd| !fd.admits(h.seqno, h.metric)) {
+                    return None;
+                }
+                let total = h.metric.saturating_add(cost).min(INFINITY - 1);
+                Some((total, h.neighbor, h.seqno))
+            })
+            // Lowest metric; ties go to the newer seqno, then the lower id.
+            .min_by_key(|&(metric, neighbor, seqno)| {
+                (
+                    metric,
+                    std::cmp::Reverse(seqno),
+                    self.dests[neighbor as usize].id,
+                )
+            });
+        let current = dest.selected;
+        match best {
+            Some((metric, next_hop, seqno)) => {
+                let changed = current.is_none_or(|c| {
+                    c.next_hop != next_hop || c.metric != metric || c.seqno != seqno
+                });
+                if !changed {
+                    return;
+                }
+                let since = match current {
+                    Some(c) if c.next_hop == next_hop => c.since,
+                    _ => now,
+                };
+                let significant_change = self.config.significant_change;
+                let dest = &mut self.dests[slot as usize];
+                dest.selected = Some(Selected {
+                    next_hop,
+                    seqno,
+                    metric,
+                    since,
+                });
+                // We are about to advertise (seqno, metric): the FD may only improve.
+                let fd = dest
+                    .feasibility
+                    .get_or_insert(Feasibility { seqno, metric });
+                if seqno > fd.seqno {
+                    *fd = Feasibility { seqno, metric };
+                } else if seqno == fd.seqno {
+                    fd.metric = fd.metric.min(metric);
+                }
+                // Neighbors hear only (seqno, metric): a new next hop at about the same
+                // distance tells them nothing, and after a node fails hundreds of
+                // routes move to another next hop at once.
+                let significant = current.is_none_or(|c| {
+                    c.seqno != seqno
+                        || f64::from(c.metric.abs_diff(metric))
+                            > significant_change * f64::from(c.metric)
+                });
+                if current.is_none() {
+                    self.route_count += 1;
+                }
+                if significant {
+                    self.mark_dirty(slot);
+                }
+                if current.is_none_or(|c| c.seqno != seqno) {
+                    self.urgent = true;
+                }
+                if current.is_none_or(|c| c.next_hop != next_hop || c.metric != metric) {
+                    self.outputs.push_back(Output::RouteChanged {
+                        destination: self.dests[slot as usize].id,
+                        next_hop: Some(self.dests[next_hop as usize].id),
+                        metric,
+                    });
+                }
+            }
+            None => {
+                if current.is_some() {
+                    self.dests[slot as usize].selected = None;
+                    self.route_count -= 1;
+                    self.mark_dirty(slot);
+                    self.urgent = true;
+                    self.outputs.push_back(Output::RouteChanged {
+                        destination: self.dests[slot as usize].id,
+                        next_hop: None,
+                        metric: INFINITY,
+                    });
+                }
+                // Unfeasible routes remain: ask the destination for a newer seqno, through
+                // the neighbor with the best of them (RFC 8966 §3.8.2.1), whose answer
+                // would make that route feasible.
+                let unfeasible = self.dests[slot as usize]
+                    .heard
+                    .iter()
+                    .filter(|h| h.metric != INFINITY)
+                    .filter_map(|h| {
+                        let cost = self.dests[h.neighbor as usize].link?;
+                        Some((h.metric.saturating_add(cost), h.neighbor))
+                    })
+                    .min();
+                if let Some((_, via)) = unfeasible {
+                    self.request_seqno(now, slot, via);
+                }
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, slot: Slot) {
+        let dest = &mut self.dests[slot as usize];
+        if !dest.dirty {
+            dest.dirty = true;
+            self.dirty.push(slot);
+        }
+    }
+
+    fn request_seqno(&mut self, now: Millis, slot: Slot, via: Slot) {
+        let interval = self.config.request_interval_ms;
+        let dest = &mut self.dests[slot as usize];
+        if dest.last_request.is_some_and(|at| now.since(at) < interval) {
+            return;
+        }
+        dest.last_request = Some(now);
+        let seqno = dest.feasibility.map_or(0, |fd| fd.seqno.saturating_add(1));
+        let request = RoutingMessage::SeqnoRequest {
+            destination: dest.short,
+            seqno,
+            hops_left: self.config.request_hop_limit,
+        };
+        self.outputs
+            .push_back(Output::Send(self.dests[via as usize].id, request));
+    }
+
+    fn handle_request(&mut self, from: Slot, destination: ShortId, seqno: u32, hops_left: u8) {
+        let Some(&slot) = self.by_short.get(&destination) else {
+            return;
+        };
+        if slot == ME {
+            if seqno > self.seqno {
+                self.seqno = seqno;
+                self.dests[ME as usize].advertised = Some((seqno, 0));
+            }
+            self.mark_dirty(ME);
+            self.urgent = true;
+            return;
+        }
+        match self.dests[slot as usize].selected {
+            // Our route is already new enough: advertising it answers the request, and
+            // the asker is waiting on it to repair.
+            Some(s) if s.seqno >= seqno => {
+                self.mark_dirty(slot);
+                self.urgent = true;
+            }
+            Some(s) if hops_left > 1 && s.next_hop != from => {
+                self.outputs.push_back(Output::Send(
+                    self.dests[s.next_hop as usize].id,
+                    RoutingMessage::SeqnoRequest {
+                        destination,
+                        seqno,
+                        hops_left: hops_left - 1,
+                    },
+                ));
+            }
+            // No route, or it leads back to the asker: nothing useful to do.
+            _ => {}
+        }
+    }
+
+    fn schedule_triggered(&mut self, now: Millis) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let delay = if self.urgent {
+            self.config.urgent_delay_ms
+        } else {
+            self.config.triggered_delay_ms
+        };
+        let at = now.plus(delay);
+        self.triggered_at = Some(self.triggered_at.map_or(at, |t| t.min(at)));
+    }
+
+    /// What changed since the last update, as adverts, now recorded as advertised.
+    fn take_dirty(&mut self) -> Vec<Advert> {
+        let mut adverts = Vec::with_capacity(self.dirty.len());
+        for slot in std::mem::take(&mut self.dirty) {
+            let seqno = self.seqno;
+            let dest = &mut self.dests[slot as usize];
+            dest.dirty = false;
+            let short = Destination::Short(dest.short);
+            let advert = if slot == ME {
+                Advert {
+                    destination: short,
+                    seqno,
+                    metric: 0,
+                }
+            } else if let Some(s) = dest.selected {
+                // A destination we have not advertised may be new to the neighbors:
+                // name it in full.
+                let destination = match dest.advertised {
+                    Some(_) => short,
+                    None => Destination::Full(dest.id),
+                };
+                dest.advertised = Some((s.seqno, s.metric));
+                Advert {
+                    destination,
+                    seqno: s.seqno,
+                    metric: s.metric,
+                }
+            } else if dest.advertised.take().is_some() {
+                Advert {
+                    destination: short,
+                    seqno: dest.feasibility.map_or(0, |f| f.seqno),
+                    metric: INFINITY,
+                }
+            } else {
+                // Never told anyone, so nothing to take back.
+                continue;
+            };
+            adverts.push(advert);
+        }
+        adverts
+    }
+
+    fn next_serial(&mut self) -> u32 {
+        self.serial = self.serial.wrapping_add(1);
+        self.serial
+    }
+
+    /// Sends what changed since the last update (the triggered update of RFC 8966).
+    fn send_triggered(&mut self) {
+        self.urgent = false;
+        let adverts = self.take_dirty();
+        if adverts.is_empty() {
+            return;
+        }
+        let serial = self.next_serial();
+        self.outputs
+            .push_back(Output::Broadcast(RoutingMessage::Update {
+                serial,
+                adverts,
+                digest: None,
+            }));
+    }
+
+    /// The periodic refresh: metric drifts too small for a triggered update, pending
+    /// changes, and the digest of the table they leave.
+    fn send_periodic(&mut self, now: Millis) {
+        for slot in 1..self.dests.len() as Slot {
+            let dest = &self.dests[slot as usize];
+            if dest.selected.map(|s| (s.seqno, s.metric)) != dest.advertised {
+                self.mark_dirty(slot);
+            }
+        }
+        self.triggered_at = None;
+        self.urgent = false;
+        let adverts = self.take_dirty();
+        let digest = Some(self.digest());
+        let serial = self.next_serial();
+        self.outputs
+            .push_back(Output::Broadcast(RoutingMessage::Update {
+                serial,
+                adverts,
+                digest,
+            }));
+        self.schedule_triggered(now);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,620 @@
+//! The routing protocol alone: message-level cases, then random networks.
+use super::*;
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn id(n: usize) -> NodeId {
+    let mut b = [0u8; 32];
+    b[..8].copy_from_slice(&(n as u64 + 1).to_le_bytes());
+    NodeId(b)
+}
+
+fn update(serial: u32, adverts: &[(usize, u16)]) -> RoutingMessage {
+    RoutingMessage::Update {
+        serial,
+        adverts: adverts
+            .iter()
+            .map(|&(d, metric)| Advert {
+                destination: Destination::Full(id(d)),
+                seqno: 0,
+                metric,
+            })
+            .collect(),
+        digest: None,
+    }
+}
+
+/// Drains outputs meant for `to` (sent to it or broadcast).
+fn for_neighbor(r: &mut Routing, to: NodeId) -> Vec<RoutingMessage> {
+    std::iter::from_fn(|| r.poll_output())
+        .filter_map(|o| match o {
+            Output::Send(n, m) if n == to => Some(m),
+            Output::Broadcast(m) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Delivers everything `from` has for `to` and returns what `to` sends back to `from`.
+fn exchange(now: Millis, from: &mut Routing, to: &mut Routing) -> Vec<RoutingMessage> {
+    for m in for_neighbor(from, to.id()) {
+        to.handle_message(now, from.id(), m);
+    }
+    for_neighbor(to, from.id())
+}
+
+/// Two routers linked and past their first exchange.
+fn linked_pair(now: Millis) -> (Routing, Routing) {
+    let config = RoutingConfig::default();
+    let mut a = Routing::new(id(1), config.clone(), now);
+    let mut b = Routing::new(id(2), config, now);
+    a.set_link(now, id(2), 100);
+    b.set_link(now, id(1), 100);
+    for _ in 0..3 {
+        for m in exchange(now, &mut a, &mut b) {
+            a.handle_message(now, id(2), m);
+        }
+    }
+    (a, b)
+}
+
+#[test]
+fn an_alternate_must_be_closer_to_the_destination_than_we_are() {
+    let now = Millis(0);
+    let mut r = Routing::new(id(1), RoutingConfig::default(), now);
+    for n in [2, 3, 4] {
+        r.set_link(now, id(n), 100);
+    }
+    // Destination 9: via 2 at 100 (best), via 3 at 150, via 4 at 500 (farther than us).
+    r.handle_message(now, id(2), update(1, &[(9, 100)]));
+    r.handle_message(now, id(3), update(1, &[(9, 150)]));
+    r.handle_message(now, id(4), update(1, &[(9, 500)]));
+    assert_eq!(r.next_hop(&id(9)), Some(id(2)));
+    assert_eq!(r.alternate_next_hop(&id(9), &id(2)), Some(id(3)));
+    // Without 3, only 4 is left, and 4 may route through us: no alternate.
+    r.remove_link(now, id(3));
+    assert_eq!(r.alternate_next_hop(&id(9), &id(2)), None);
+}
+
+#[test]
+fn a_table_sent_before_the_link_was_mutual_is_asked_for_again() {
+    let now = Millis(0);
+    let mut a = Routing::new(id(1), RoutingConfig::default(), now);
+    let mut b = Routing::new(id(2), RoutingConfig::default(), now);
+    // A sees the link first; what it sends B now is dropped (B has no link yet).
+    a.set_link(now, id(2), 100);
+    for m in for_neighbor(&mut a, id(2)) {
+        b.handle_message(now, id(1), m);
+    }
+    assert_eq!(b.next_hop(&id(1)), None);
+    // B sees the link; its table request makes A resend, long before a refresh.
+    b.set_link(now, id(1), 100);
+    let to_a = for_neighbor(&mut b, id(1));
+    assert!(to_a.contains(&RoutingMessage::TableRequest {
+        buckets: ALL_BUCKETS,
+        full: true
+    }));
+    for m in to_a {
+        a.handle_message(now, id(2), m);
+    }
+    for m in for_neighbor(&mut a, id(2)) {
+        b.handle_message(now, id(1), m);
+    }
+    assert_eq!(b.next_hop(&id(1)), Some(id(1)));
+    assert_eq!(a.next_hop(&id(2)), Some(id(2)));
+}
+
+#[test]
+fn a_link_that_comes_up_on_both_sides_exchanges_one_table_each_way() {
+    let now = Millis(0);
+    let mut a = Routing::new(id(1), RoutingConfig::default(), now);
+    let mut b = Routing::new(id(2), RoutingConfig::default(), now);
+    a.set_link(now, id(2), 100);
+    b.set_link(now, id(1), 100);
+    let to_b = for_neighbor(&mut a, id(2));
+    let to_a = for_neighbor(&mut b, id(1));
+    for messages in [&to_a, &to_b] {
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert!(matches!(messages[0], RoutingMessage::Table { .. }));
+    }
+    for m in to_b {
+        b.handle_message(now, id(1), m);
+    }
+    assert!(
+        for_neighbor(&mut b, id(1))
+            .iter()
+            .all(|m| !matches!(m, RoutingMessage::TableRequest { .. }))
+    );
+    assert_eq!(b.next_hop(&id(1)), Some(id(1)));
+}
+
+#[test]
+fn matching_digests_keep_routes_alive_and_a_mismatch_asks_for_one_bucket() {
+    let config = RoutingConfig::default();
+    let mut now = Millis(0);
+    let (mut a, mut b) = linked_pair(now);
+    assert_eq!(b.next_hop(&id(1)), Some(id(1)));
+    // Several route lifetimes of periodic refreshes only: b keeps its route to a.
+    while now.0 < 3 * config.route_expiry_ms {
+        now = now.plus(config.update_interval_ms);
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+        let back = exchange(now, &mut a, &mut b);
+        assert!(
+            back.iter()
+                .all(|m| !matches!(m, RoutingMessage::TableRequest { .. })),
+            "digests match in a steady pair: {back:?}"
+        );
+        for m in back {
+            a.handle_message(now, id(2), m);
+        }
+    }
+    assert_eq!(b.next_hop(&id(1)), Some(id(1)));
+    // a learns a new destination, and the update telling b is lost: the next digest
+    // differs in that destination's bucket, b asks for it, and the table it gets back
+    // carries the route.
+    let mut c = Routing::new(id(3), config.clone(), now);
+    a.set_link(now, id(3), 100);
+    c.set_link(now, id(1), 100);
+    for m in for_neighbor(&mut c, id(1)) {
+        a.handle_message(now, id(3), m);
+    }
+    now = now.plus(config.triggered_delay_ms);
+    a.handle_timeout(now);
+    let lost: Vec<_> = std::iter::from_fn(|| a.poll_output()).collect();
+    assert!(
+        lost.iter()
+            .any(|o| matches!(o, Output::Broadcast(RoutingMessage::Update { .. }))),
+        "{lost:?}"
+    );
+    now = now.plus(config.update_interval_ms);
+    a.handle_timeout(now);
+    let back = exchange(now, &mut a, &mut b);
+    let bucket = 1 << wire::bucket(ShortId::of(&id(3)));
+    assert!(
+        back.contains(&RoutingMessage::TableRequest {
+            buckets: bucket,
+            full: false
+        }),
+        "{back:?}"
+    );
+    // The bucket comes back by short ids; b has never heard of 3, so it asks again for
+    // that bucket in full.
+    let mut requests = back;
+    for full in [false, true] {
+        for m in std::mem::take(&mut requests) {
+            a.handle_message(now, id(2), m);
+        }
+        let resent = for_neighbor(&mut a, id(2));
+        let [
+            RoutingMessage::Table {
+                buckets, adverts, ..
+            },
+        ] = &resent[..]
+        else {
+            panic!("one table: {resent:?}");
+        };
+        assert_eq!(*buckets, bucket);
+        assert_eq!(
+            adverts
+                .iter()
+                .all(|a| matches!(a.destination, Destination::Full(_))),
+            full
+        );
+        for m in resent {
+            b.handle_message(now, id(1), m);
+        }
+        requests = for_neighbor(&mut b, id(1));
+    }
+    assert!(requests.is_empty(), "{requests:?}");
+    assert_eq!(b.next_hop(&id(3)), Some(id(1)));
+}
+
+#[test]
+fn a_lost_update_about_a_known_destination_is_repaired_by_short_ids() {
+    let config = RoutingConfig::default();
+    let mut now = Millis(0);
+    let (mut a, mut b) = linked_pair(now);
+    let mut c = Routing::new(id(3), config.clone(), now);
+    a.set_link(now, id(3), 100);
+    c.set_link(now, id(1), 100);
+    for m in for_neighbor(&mut c, id(1)) {
+        a.handle_message(now, id(3), m);
+    }
+    now = now.plus(config.triggered_delay_ms);
+    a.handle_timeout(now);
+    let _ = exchange(now, &mut a, &mut b);
+    assert_eq!(b.next_hop(&id(3)), Some(id(1)));
+    // a loses 3, and the retraction to b is lost.
+    a.remove_link(now, id(3));
+    now = now.plus(config.triggered_delay_ms);
+    a.handle_timeout(now);
+    let _lost = for_neighbor(&mut a, id(2));
+    now = now.plus(config.update_interval_ms);
+    a.handle_timeout(now);
+    let back = exchange(now, &mut a, &mut b);
+    for m in back {
+        a.handle_message(now, id(2), m);
+    }
+    let resent = for_neighbor(&mut a, id(2));
+    assert!(
+        matches!(&resent[..], [RoutingMessage::Table { adverts, .. }]
+            if adverts.iter().all(|a| matches!(a.destination, Destination::Short(_)))),
+        "{resent:?}"
+    );
+    for m in resent {
+        b.handle_message(now, id(1), m);
+    }
+    assert_eq!(b.next_hop(&id(3)), None);
+    assert!(for_neighbor(&mut b, id(1)).is_empty());
+}
+
+#[test]
+fn a_late_copy_of_an_older_update_does_not_overwrite_a_newer_one() {
+    let now = Millis(0);
+    let mut r = Routing::new(id(1), RoutingConfig::default(), now);
+    r.set_link(now, id(2), 100);
+    r.handle_message(now, id(2), update(7, &[(9, 100)]));
+    r.handle_message(now, id(2), update(6, &[(9, INFINITY)]));
+    assert_eq!(r.next_hop(&id(9)), Some(id(2)), "the retraction was older");
+    r.handle_message(now, id(2), update(8, &[(9, INFINITY)]));
+    assert_eq!(r.next_hop(&id(9)), None);
+}
+
+#[test]
+fn an_unknown_short_id_asks_for_its_bucket_in_full() {
+    let now = Millis(0);
+    let mut r = Routing::new(id(1), RoutingConfig::default(), now);
+    r.set_link(now, id(2), 100);
+    let _: Vec<_> = std::iter::from_fn(|| r.poll_output()).collect();
+    let short = ShortId::of(&id(9));
+    r.handle_message(
+        now,
+        id(2),
+        RoutingMessage::Update {
+            serial: 1,
+            adverts: vec![Advert {
+                destination: Destination::Short(short),
+                seqno: 0,
+                metric: 100,
+            }],
+            digest: None,
+        },
+    );
+    assert_eq!(r.next_hop(&id(9)), None);
+    assert_eq!(
+        for_neighbor(&mut r, id(2)),
+        vec![RoutingMessage::TableRequest {
+            buckets: 1 << wire::bucket(short),
+            full: true
+        }]
+    );
+}
+
+#[test]
+fn changes_name_known_destinations_by_short_id() {
+    let now = Millis(0);
+    let mut r = Routing::new(id(1), RoutingConfig::default(), now);
+    r.set_link(now, id(2), 100);
+    r.set_link(now, id(3), 100);
+    r.handle_message(now, id(2), update(1, &[(9, 100)]));
+    let later = now.plus(1000);
+    r.handle_timeout(later);
+    let first: Vec<Advert> = std::iter::from_fn(|| r.poll_output())
+        .filter_map(|o| match o {
+            Output::Broadcast(RoutingMessage::Update { adverts, .. }) => Some(adverts),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(
+        first.contains(&Advert {
+            destination: Destination::Full(id(9)),
+            seqno: 0,
+            metric: 200
+        }),
+        "{first:?}"
+    );
+    // Moving to another next hop is told by short id: every neighbor was told the id.
+    r.handle_message(later, id(3), update(1, &[(9, 10)]));
+    r.handle_timeout(later.plus(1000));
+    let second: Vec<Advert> = std::iter::from_fn(|| r.poll_output())
+        .filter_map(|o| match o {
+            Output::Broadcast(RoutingMessage::Update { adverts, .. }) => Some(adverts),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(
+        second,
+        vec![Advert {
+            destination: Destination::Short(ShortId::of(&id(9))),
+            seqno: 0,
+            metric: 110
+        }]
+    );
+}
+
+/// A little network of routers with a message queue; links can fail, messages can be
+/// lost or reordered.
+struct Net {
+    nodes: Vec<Routing>,
+    links: BTreeSet<(usize, usize)>,
+    in_flight: Vec<(usize, usize, RoutingMessage)>,
+    now: Millis,
+}
+
+impl Net {
+    fn new(n: usize) -> Self {
+        Net {
+            nodes: (0..n)
+                .map(|i| Routing::new(id(i), RoutingConfig::default(), Millis(0)))
+                .collect(),
+            links: BTreeSet::new(),
+            in_flight: vec![],
+            now: Millis(0),
+        }
+    }
+
+    fn index(&self, node: NodeId) -> usize {
+        self.nodes
+            .iter()
+            .position(|r| r.id() == node)
+            .expect("known node")
+    }
+
+    fn link_up(&mut self, a: usize, b: usize, cost: u16) {
+        self.links.insert((a.min(b), a.max(b)));
+        self.nodes[a].set_link(self.now, id(b), cost);
+        self.nodes[b].set_link(self.now, id(a), cost);
+        self.collect();
+    }
+
+    fn link_down(&mut self, a: usize, b: usize) {
+        self.links.remove(&(a.min(b), a.max(b)));
+        self.nodes[a].remove_link(self.now, id(b));
+        self.nodes[b].remove_link(self.now, id(a));
+        self.collect();
+    }
+
+    fn up(&self, a: usize, b: usize) -> bool {
+        self.links.contains(&(a.min(b), a.max(b)))
+    }
+
+    fn collect(&mut self) {
+        for i in 0..self.nodes.len() {
+            while let Some(out) = self.nodes[i].poll_output() {
+                match out {
+                    Output::Broadcast(m) => {
+                        for j in 0..self.nodes.len() {
+                            if j != i && self.up(i, j) {
+                                self.in_flight.push((i, j, m.clone()));
+                            }
+                        }
+                    }
+                    Output::Send(to, m) => {
+                        let j = self.index(to);
+                        if self.up(i, j) {
+                            self.in_flight.push((i, j, m));
+                        }
+                    }
+                    Output::RouteChanged { .. } => {}
+                }
+            }
+        }
+    }
+
+    /// Delivers message `k` of the queue (if its link is still up).
+    fn deliver(&mut self, k: usize) {
+        let (from, to, m) = self.in_flight.remove(k);
+        if self.up(from, to) {
+            self.nodes[to].handle_message(self.now, id(from), m);
+            self.collect();
+        }
+    }
+
+    fn tick(&mut self, ms: u64) {
+        self.now = self.now.plus(ms);
+        for node in &mut self.nodes {
+            node.handle_timeout(self.now);
+        }
+        self.collect();
+    }
+
+    /// Delivers everything in order, with ticks, for three periodic-update intervals.
+    fn settle(&mut self) {
+        let rounds = 3 * RoutingConfig::default().update_interval_ms / 500;
+        for _ in 0..rounds {
+            while !self.in_flight.is_empty() {
+                self.deliver(0);
+            }
+            self.tick(500);
+        }
+    }
+
+    /// Panics if following next hops toward any destination revisits a node.
+    fn assert_loop_free(&self) {
+        for d in 0..self.nodes.len() {
+            for start in 0..self.nodes.len() {
+                let mut at = start;
+                let mut seen = BTreeSet::from([start]);
+                while let Some(hop) = self.nodes[at].next_hop(&id(d)) {
+                    at = self.index(hop);
+                    assert!(
+                        seen.insert(at),
+                        "routing loop toward {d} from {start}: {seen:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    fn connected(&self, a: usize, b: usize) -> bool {
+        let mut seen = BTreeSet::from([a]);
+        let mut queue = vec![a];
+        while let Some(x) = queue.pop() {
+            for y in 0..self.nodes.len() {
+                if self.up(x, y) && seen.insert(y) {
+                    queue.push(y);
+                }
+            }
+        }
+        seen.contains(&b)
+    }
+}
+
+#[test]
+fn link_cost_grows_with_loss_and_rtt() {
+    assert_eq!(link_cost(0.0, Some(1.0)), 257);
+    assert!(link_cost(0.1, Some(1.0)) > link_cost(0.0, Some(1.0)));
+    assert!(link_cost(0.0, Some(50.0)) > link_cost(0.0, Some(1.0)));
+    assert!(link_cost(1.0, Some(1e9)) < INFINITY);
+}
+
+#[test]
+fn a_line_learns_multi_hop_routes() {
+    let mut net = Net::new(4);
+    for i in 0..3 {
+        net.link_up(i, i + 1, 256);
+    }
+    net.settle();
+    assert_eq!(net.nodes[0].next_hop(&id(3)), Some(id(1)));
+    assert_eq!(net.nodes[3].next_hop(&id(0)), Some(id(2)));
+    let route = net.nodes[0]
+        .routes()
+        .find(|r| r.destination == id(3))
+        .expect("route");
+    assert_eq!(route.metric, 3 * 256);
+}
+
+#[test]
+fn a_broken_link_is_routed_around() {
+    // Square 0-1-2-3-0 with 0-1-2 cheaper.
+    let mut net = Net::new(4);
+    net.link_up(0, 1, 100);
+    net.link_up(1, 2, 100);
+    net.link_up(2, 3, 300);
+    net.link_up(3, 0, 300);
+    net.settle();
+    assert_eq!(net.nodes[0].next_hop(&id(2)), Some(id(1)));
+    net.link_down(1, 2);
+    net.settle();
+    assert_eq!(net.nodes[0].next_hop(&id(2)), Some(id(3)));
+    assert_eq!(net.nodes[1].next_hop(&id(2)), Some(id(0)));
+    net.assert_loop_free();
+}
+
+#[test]
+fn a_partitioned_destination_becomes_unreachable() {
+    let mut net = Net::new(3);
+    net.link_up(0, 1, 100);
+    net.link_up(1, 2, 100);
+    net.settle();
+    net.link_down(1, 2);
+    net.settle();
+    assert_eq!(net.nodes[0].next_hop(&id(2)), None);
+    assert_eq!(net.nodes[0].next_hop(&id(1)), Some(id(1)));
+    assert_eq!(
+        net.nodes[0].routes().count(),
+        1,
+        "only the route to 1 remains"
+    );
+}
+
+#[test]
+fn updates_from_strangers_are_ignored() {
+    let mut r = Routing::new(id(0), RoutingConfig::default(), Millis(0));
+    r.handle_message(
+        Millis(0),
+        id(9),
+        RoutingMessage::Update {
+            serial: 1,
+            adverts: vec![Advert {
+                destination: Destination::Full(id(5)),
+                seqno: 1,
+                metric: 1,
+            }],
+            digest: None,
+        },
+    );
+    assert_eq!(r.next_hop(&id(5)), None);
+}
+
+#[derive(Debug, Clone)]
+enum Event {
+    Toggle(usize, usize),
+    Cost(usize, usize, u16),
+    Deliver(usize),
+    Drop(usize),
+    Tick(u64),
+}
+
+fn event(n: usize) -> impl Strategy<Value = Event> {
+    prop_oneof![
+        (0..n, 0..n).prop_map(|(a, b)| Event::Toggle(a, b)),
+        (0..n, 0..n, 1u16..2000).prop_map(|(a, b, c)| Event::Cost(a, b, c)),
+        any::<usize>().prop_map(Event::Deliver),
+        any::<usize>().prop_map(Event::Deliver),
+        any::<usize>().prop_map(Event::Deliver),
+        any::<usize>().prop_map(Event::Drop),
+        (1u64..6000).prop_map(Event::Tick),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Random topology, random link failures and cost changes, messages delivered in any
+    /// order or lost: no routing loop ever forms. Then, once the network is left alone,
+    /// every connected pair has a route and the route follows live links.
+    #[test]
+    fn loop_free_under_churn_and_convergent_after(
+        seed in any::<u64>(),
+        events in proptest::collection::vec(event(7), 1..300),
+    ) {
+        let n = 7;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut net = Net::new(n);
+        for a in 0..n {
+            for b in (a + 1)..n {
+                if rng.random_bool(0.4) {
+                    net.link_up(a, b, rng.random_range(1..1000));
+                }
+            }
+        }
+        for e in events {
+            match e {
+                Event::Toggle(a, b) if a != b => {
+                    if net.up(a, b) { net.link_down(a, b) } else { net.link_up(a, b, 300) }
+                }
+                Event::Cost(a, b, c) if a != b && net.up(a, b) => net.link_up(a, b, c),
+                Event::Deliver(k) if !net.in_flight.is_empty() => {
+                    let k = k % net.in_flight.len();
+                    net.deliver(k);
+                }
+                Event::Drop(k) if !net.in_flight.is_empty() => {
+                    let k = k % net.in_flight.len();
+                    net.in_flight.remove(k);
+                }
+                Event::Tick(ms) => net.tick(ms),
+                _ => {}
+            }
+            net.assert_loop_free();
+        }
+        net.settle();
+        net.assert_loop_free();
+        for a in 0..n {
+            for b in 0..n {
+                if a == b { continue; }
+                let hop = net.nodes[a].next_hop(&id(b));
+                if net.connected(a, b) {
+                    let hop = hop.map(|h| net.index(h));
+                    prop_assert!(hop.is_some_and(|h| net.up(a, h)), "{a} has no live route to {b}");
+                } else {
+                    prop_assert_eq!(hop, None, "{} routes to unreachable {}", a, b);
+                }
+            }
+        }
+    }
+}

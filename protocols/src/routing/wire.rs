@@ -1,0 +1,152 @@
+//! What routers say to each other, and how compactly.
+//!
+//! At 1000 nodes every table has 1000 rows and every departure or return of a node
+//! changes a row on every node, so the size of one advert decides the mesh's control
+//! traffic. Destinations therefore travel as 8-byte [`ShortId`]s once a neighbor can be
+//! expected to know the full id, and tables are split into [`BUCKETS`] buckets so that a
+//! neighbor who missed something fetches one bucket, not the table.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{NodeId, ShortId};
+
+/// Buckets a table is split into for digests and partial resends.
+pub const BUCKETS: usize = 16;
+
+/// A set of buckets, bit `b` for bucket `b`.
+pub type BucketMask = u16;
+
+/// Every bucket.
+pub const ALL_BUCKETS: BucketMask = u16::MAX;
+
+/// The bucket a destination's row belongs to.
+pub fn bucket(destination: ShortId) -> usize {
+    (mix(destination.as_u64()) >> 60) as usize % BUCKETS
+}
+
+/// A destination as named on the wire: in full where the receiver may not know it yet
+/// (tables, and routes that were not advertised before), by its short id otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Destination {
+    Full(NodeId),
+    Short(ShortId),
+}
+
+impl Destination {
+    pub fn short(&self) -> ShortId {
+        match self {
+            Destination::Full(id) => ShortId::of(id),
+            Destination::Short(short) => *short,
+        }
+    }
+}
+
+/// One advertised route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Advert {
+    pub destination: Destination,
+    pub seqno: u32,
+    pub metric: u16,
+}
+
+/// Per-bucket fingerprints of a table.
+pub type Digest = [u32; BUCKETS];
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RoutingMessage {
+    /// Routes that changed. `serial` increases with every update and table a router
+    /// sends, so a late copy of an older message never overwrites a newer advert.
+    ///
+    /// The periodic refresh is an update too, carrying the fingerprints of the sender's
+    /// whole advertised table after these adverts. A neighbor whose record of it matches
+    /// takes that as a refresh of every route in the bucket; one that differs asks for
+    /// the buckets that differ. In a steady mesh the refresh is ~100 bytes a link instead
+    /// of the table.
+    Update {
+        serial: u32,
+        adverts: Vec<Advert>,
+        digest: Option<Digest>,
+    },
+    /// The sender's whole advertised table for the buckets in `buckets`: a destination
+    /// in those buckets that is not listed is no longer routed through the sender.
+    Table {
+        serial: u32,
+        buckets: BucketMask,
+        adverts: Vec<Advert>,
+    },
+    /// "Please send me your table for these buckets": on a new link whose neighbor's
+    /// table we dropped before the link counted, and when a digest or an unknown short
+    /// id shows that we missed something. `full` asks for full ids: needed on a new link
+    /// and for short ids we could not place; a lost update is repaired by short ids, at
+    /// a third of the size.
+    TableRequest { buckets: BucketMask, full: bool },
+    /// "Please advertise `destination` with a seqno of at least `seqno`."
+    SeqnoRequest {
+        destination: ShortId,
+        seqno: u32,
+        hops_left: u8,
+    },
+}
+
+/// One row's contribution to its bucket's fingerprint: summed, so the order in which
+/// rows are kept does not matter.
+pub fn advert_hash(destination: ShortId, seqno: u32, metric: u16) -> u32 {
+    let x = destination.as_u64() ^ (u64::from(seqno) << 16 | u64::from(metric));
+    (mix(x) >> 32) as u32
+}
+
+/// splitmix64's finalizer: every input bit moves every output bit.
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// Whether serial `a` is newer than `b`, in serial-number arithmetic (RFC 1982), so that
+/// the counter may wrap.
+pub fn serial_newer(a: u32, b: u32) -> bool {
+    a != b && a.wrapping_sub(b) < 1 << 31
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serials_compare_across_the_wrap() {
+        assert!(serial_newer(1, 0));
+        assert!(!serial_newer(0, 1));
+        assert!(!serial_newer(5, 5));
+        assert!(serial_newer(2, u32::MAX - 3));
+        assert!(!serial_newer(u32::MAX - 3, 2));
+    }
+
+    #[test]
+    fn short_adverts_are_a_third_of_full_ones() {
+        let id = NodeId([7; 32]);
+        let size = |destination| {
+            postcard::to_stdvec(&Advert {
+                destination,
+                seqno: 3,
+                metric: 700,
+            })
+            .expect("serializes")
+            .len()
+        };
+        assert_eq!(size(Destination::Full(id)), 1 + 32 + 1 + 2);
+        assert_eq!(size(Destination::Short(ShortId::of(&id))), 1 + 8 + 1 + 2);
+    }
+
+    #[test]
+    fn buckets_spread_consecutive_ids() {
+        let mut used = [0usize; BUCKETS];
+        for n in 0..1600u64 {
+            let mut bytes = [0u8; 32];
+            bytes[..8].copy_from_slice(&n.to_le_bytes());
+            used[bucket(ShortId::of(&NodeId(bytes)))] += 1;
+        }
+        assert!(used.iter().all(|&n| (60..140).contains(&n)), "{used:?}");
+    }
+}
