@@ -618,3 +618,122 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_restarted_router_outruns_the_seqno_its_neighbors_remember() {
+    let now = Millis(0);
+    // a restarted: seqno 0. b's table still speaks of a at seqno 5, which is what every
+    // feasibility distance for a is at.
+    let mut a = Routing::new(id(1), RoutingConfig::default(), now);
+    a.set_link(now, id(2), 100);
+    let _ = for_neighbor(&mut a, id(2));
+    a.handle_message(
+        now,
+        id(2),
+        RoutingMessage::Table {
+            serial: 1,
+            buckets: ALL_BUCKETS,
+            adverts: vec![
+                Advert {
+                    destination: Destination::Full(id(2)),
+                    seqno: 0,
+                    metric: 0,
+                },
+                Advert {
+                    destination: Destination::Full(id(1)),
+                    seqno: 5,
+                    metric: 100,
+                },
+            ],
+        },
+    );
+    assert_eq!(a.seqno(), 6, "no seqno request needed");
+    a.handle_timeout(now.plus(RoutingConfig::default().urgent_delay_ms));
+    let told = for_neighbor(&mut a, id(2));
+    assert!(
+        told.iter().any(|m| matches!(m, RoutingMessage::Update { adverts, .. }
+            if adverts.iter().any(|ad| ad.destination.short() == ShortId::of(&id(1)) && ad.seqno == 6))),
+        "{told:?}"
+    );
+}
+
+#[test]
+fn a_table_in_full_replaces_what_a_restarted_neighbor_said_under_older_serials() {
+    let now = Millis(0);
+    let mut r = Routing::new(id(1), RoutingConfig::default(), now);
+    r.set_link(now, id(2), 100);
+    r.handle_message(now, id(2), update(1_000_000, &[(9, 100)]));
+    assert_eq!(r.next_hop(&id(9)), Some(id(2)));
+    // 2 restarted, numbering from 0: its table no longer lists 9.
+    r.handle_message(
+        now,
+        id(2),
+        RoutingMessage::Table {
+            serial: 3,
+            buckets: ALL_BUCKETS,
+            adverts: vec![Advert {
+                destination: Destination::Full(id(2)),
+                seqno: 0,
+                metric: 0,
+            }],
+        },
+    );
+    assert_eq!(r.next_hop(&id(9)), None);
+    // And its next updates count.
+    r.handle_message(now, id(2), update(4, &[(9, 50)]));
+    assert_eq!(r.next_hop(&id(9)), Some(id(2)));
+}
+
+#[test]
+fn a_newer_seqno_alone_is_told_only_back_along_a_requests_path() {
+    let config = RoutingConfig::default();
+    let mut now = Millis(0);
+    let mut r = Routing::new(id(1), config.clone(), now);
+    r.set_link(now, id(2), 100);
+    r.set_link(now, id(3), 100);
+    let seqno_update = |serial, seqno| RoutingMessage::Update {
+        serial,
+        adverts: vec![Advert {
+            destination: Destination::Full(id(9)),
+            seqno,
+            metric: 100,
+        }],
+        digest: None,
+    };
+    r.handle_message(now, id(2), seqno_update(1, 0));
+    now = now.plus(config.triggered_delay_ms);
+    r.handle_timeout(now);
+    let _ = for_neighbor(&mut r, id(3));
+    // The destination moved to seqno 1: r follows, and tells no one.
+    r.handle_message(now, id(2), seqno_update(2, 1));
+    assert_eq!(r.routes().next().map(|route| route.seqno), Some(1));
+    now = now.plus(config.triggered_delay_ms);
+    r.handle_timeout(now);
+    assert_eq!(for_neighbor(&mut r, id(3)), vec![]);
+    // 3 is starved and asks for seqno 2: r passes the request on toward 9 ...
+    r.handle_message(
+        now,
+        id(3),
+        RoutingMessage::SeqnoRequest {
+            destination: ShortId::of(&id(9)),
+            seqno: 2,
+            hops_left: 5,
+        },
+    );
+    let passed_on: Vec<Output> = std::iter::from_fn(|| r.poll_output()).collect();
+    assert!(
+        passed_on.iter().any(|o| matches!(o, Output::Send(to, RoutingMessage::SeqnoRequest { seqno: 2, .. }) if *to == id(2))),
+        "{passed_on:?}"
+    );
+    // ... and the answer goes out at once.
+    r.handle_message(now, id(2), seqno_update(3, 2));
+    now = now.plus(config.urgent_delay_ms);
+    r.handle_timeout(now);
+    let told = for_neighbor(&mut r, id(3));
+    assert!(
+        told.iter()
+            .any(|m| matches!(m, RoutingMessage::Update { adverts, .. }
+            if adverts.iter().any(|a| a.seqno == 2))),
+        "{told:?}"
+    );
+}
