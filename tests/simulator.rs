@@ -5,8 +5,11 @@ use std::time::Duration;
 
 use x0_simulator::{Report, Scenario, TopologyKind, run};
 
+/// The default scenario without routing (and so without the ledger): these tests are
+/// about discovery and the report; the ones about routing turn it back on.
 fn scenario(nodes: usize, seconds: u64, seed: u64, topology: TopologyKind) -> Scenario {
     let mut s = Scenario::default_scenario();
+    s.routing.enabled = false;
     s.nodes = nodes;
     s.duration = Duration::from_secs(seconds);
     s.seed = seed;
@@ -97,6 +100,13 @@ fn the_report_serializes_with_the_documented_fields() {
 }
 
 #[test]
+fn the_default_scenario_routes_and_keeps_the_ledger() {
+    let s = Scenario::default_scenario();
+    assert!(s.routing.enabled);
+    assert!(s.ledger_enabled());
+}
+
+#[test]
 fn overhead_under_load_is_counted_from_when_the_load_starts() {
     let mut s = scenario(30, 12, 3, TopologyKind::RandomGeometric);
     s.routing.enabled = true;
@@ -111,7 +121,9 @@ fn overhead_under_load_is_counted_from_when_the_load_starts() {
     let window = loaded.overhead.under_load.clone().expect("a load window");
     assert_eq!(window.from_s, 6.0);
     // The window leaves out the start, where every routing table is sent whole.
-    let routing = |rates: &std::collections::BTreeMap<String, f64>| rates["routing"];
+    let routing = |rates: &std::collections::BTreeMap<String, f64>| {
+        rates.get("routing").copied().unwrap_or(0.0)
+    };
     assert!(
         routing(&window.bytes_per_node_per_s_by_kind)
             < routing(&loaded.overhead.bytes_per_node_per_s_by_kind),

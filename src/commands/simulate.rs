@@ -33,9 +33,14 @@ pub struct SimulateArgs {
     /// One-way link latency in milliseconds.
     #[arg(long)]
     latency_ms: Option<f64>,
-    /// Run the routing actor in every node too (off by default at this stage).
-    #[arg(long)]
+    /// Run the routing actor in every node (the default scenario does; for scenario
+    /// files that leave it out).
+    #[arg(long, conflicts_with = "no_routing")]
     routing: bool,
+    /// Run without routing, and so without the ledger: discovery, sessions and CRDT
+    /// sync only.
+    #[arg(long)]
+    no_routing: bool,
     /// Validators of the simulated Raft ledger, drawn from the seed (default 5). The
     /// ledger runs whenever routing does.
     #[arg(long)]
@@ -122,6 +127,9 @@ fn scenario_from(args: &SimulateArgs) -> Result<Scenario> {
     }
     if args.routing {
         scenario.routing.enabled = true;
+    }
+    if args.no_routing {
+        scenario.routing.enabled = false;
     }
     if let Some(validators) = args.validators {
         scenario.ledger.validators = validators;

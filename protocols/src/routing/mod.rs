@@ -253,6 +253,8 @@ pub struct Routing {
     next_periodic: Millis,
     /// No heard route expires before this (a lower bound, refreshed by each expiry scan).
     next_expiry: Option<Millis>,
+    /// When to resend seqno requests that have not been answered yet.
+    next_retry: Option<Millis>,
     route_count: usize,
     outputs: VecDeque<Output>,
 }
@@ -273,6 +275,7 @@ impl Routing {
             urgent: false,
             next_periodic: now.plus(config.update_interval_ms),
             next_expiry: None,
+            next_retry: None,
             route_count: 0,
             outputs: VecDeque::new(),
             config,
@@ -414,6 +417,9 @@ impl Routing {
         if self.next_expiry.is_some_and(|at| now >= at) {
             self.expire_routes(now);
         }
+        if self.next_retry.is_some_and(|at| now >= at) {
+            self.retry_requests(now);
+        }
         if now >= self.next_periodic {
             self.next_periodic = now.plus(self.config.update_interval_ms);
             self.send_periodic(now);
@@ -430,7 +436,10 @@ impl Routing {
 
     pub fn next_deadline(&self) -> Option<Millis> {
         let mut next = self.next_periodic;
-        for at in [self.triggered_at, self.next_expiry].into_iter().flatten() {
+        for at in [self.triggered_at, self.next_expiry, self.next_retry]
+            .into_iter()
+            .flatten()
+        {
             next = next.min(at);
         }
         Some(next)
@@ -745,6 +754,25 @@ impl Routing {
         }
     }
 
+    /// Resends the seqno requests of destinations still without a route: a request or
+    /// its answer may be lost, or die at a hop with no route of its own, and without a
+    /// resend the asker would wait for the next refresh to try again.
+    fn retry_requests(&mut self, now: Millis) {
+        self.next_retry = None;
+        let waiting: Vec<Slot> = (1..self.dests.len() as Slot)
+            .filter(|&slot| {
+                let dest = &self.dests[slot as usize];
+                dest.selected.is_none()
+                    && dest
+                        .awaiting
+                        .is_some_and(|(_, at)| now.since(at) < AWAIT_ANSWER_MS)
+            })
+            .collect();
+        for slot in waiting {
+            self.reselect(now, slot);
+        }
+    }
+
     /// Picks the best feasible route to `slot` and records the consequences.
     fn reselect(&mut self, now: Millis, slot: Slot) {
         let dest = &self.dests[slot as usize];
@@ -889,7 +917,13 @@ impl Routing {
         }
         dest.last_request = Some(now);
         let seqno = dest.feasibility.map_or(0, |fd| fd.seqno.saturating_add(1));
-        dest.awaiting = Some((seqno, now));
+        // A resend keeps the first request's time, so resends stop when it is
+        // given up on.
+        if dest.awaiting.is_none_or(|(wanted, _)| wanted != seqno) {
+            dest.awaiting = Some((seqno, now));
+        }
+        let retry = now.plus(interval);
+        self.next_retry = Some(self.next_retry.map_or(retry, |at| at.min(retry)));
         let request = RoutingMessage::SeqnoRequest {
             destination: dest.short,
             seqno,
@@ -1035,11 +1069,20 @@ impl Routing {
     /// The periodic refresh: metric drifts too small for a triggered update, pending
     /// changes, and the digest of the table they leave.
     fn send_periodic(&mut self, now: Millis) {
-        // Metric drifts too small to have been told; a newer seqno alone is not drift
-        // (see `reselect`).
+        // Metric drifts too small to have been told, beyond a quarter of what a triggered
+        // update waits for (link costs move by a few percent all the time, and telling
+        // each at 1000 nodes was a third of the routing traffic). A newer seqno alone is
+        // not drift (see `reselect`).
+        let tolerance = self.config.significant_change / 4.0;
         for slot in 1..self.dests.len() as Slot {
             let dest = &self.dests[slot as usize];
-            if dest.selected.map(|s| s.metric) != dest.advertised.map(|(_, metric)| metric) {
+            let drifted = match (dest.selected, dest.advertised) {
+                (Some(s), Some((_, told))) => {
+                    f64::from(s.metric.abs_diff(told)) > tolerance * f64::from(told)
+                }
+                (selected, advertised) => selected.is_some() != advertised.is_some(),
+            };
+            if drifted {
                 self.mark_dirty(slot);
             }
         }

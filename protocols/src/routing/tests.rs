@@ -737,3 +737,28 @@ fn a_newer_seqno_alone_is_told_only_back_along_a_requests_path() {
         "{told:?}"
     );
 }
+
+#[test]
+fn an_unanswered_seqno_request_is_resent_until_given_up() {
+    let config = RoutingConfig::default();
+    let mut now = Millis(0);
+    let mut r = Routing::new(id(1), config.clone(), now);
+    r.set_link(now, id(2), 100);
+    r.handle_message(now, id(2), update(1, &[(9, 100)]));
+    // 2's route got longer than anything r can take without a newer seqno.
+    r.handle_message(now, id(2), update(2, &[(9, 500)]));
+    assert_eq!(r.next_hop(&id(9)), None);
+    let requests = |r: &mut Routing| {
+        std::iter::from_fn(|| r.poll_output())
+            .filter(|o| matches!(o, Output::Send(_, RoutingMessage::SeqnoRequest { .. })))
+            .count()
+    };
+    assert_eq!(requests(&mut r), 1);
+    let mut resent = 0;
+    while now.0 < 30_000 {
+        now = now.plus(config.request_interval_ms);
+        r.handle_timeout(now);
+        resent += requests(&mut r);
+    }
+    assert!((5..=10).contains(&resent), "{resent} resends");
+}
