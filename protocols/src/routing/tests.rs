@@ -129,6 +129,21 @@ fn a_link_that_comes_up_on_both_sides_exchanges_one_table_each_way() {
     assert_eq!(b.next_hop(&id(1)), Some(id(1)));
 }
 
+/// Node 1 (`a`) gains a link to a new node 3, takes its table, and has its triggered
+/// update ready; returns the time after that.
+fn gain_neighbor_3(now: Millis, a: &mut Routing) -> Millis {
+    let config = RoutingConfig::default();
+    let mut c = Routing::new(id(3), config.clone(), now);
+    a.set_link(now, id(3), 100);
+    c.set_link(now, id(1), 100);
+    for m in for_neighbor(&mut c, id(1)) {
+        a.handle_message(now, id(3), m);
+    }
+    let now = now.plus(config.triggered_delay_ms);
+    a.handle_timeout(now);
+    now
+}
+
 #[test]
 fn matching_digests_keep_routes_alive_and_a_mismatch_asks_for_one_bucket() {
     let config = RoutingConfig::default();
@@ -154,14 +169,7 @@ fn matching_digests_keep_routes_alive_and_a_mismatch_asks_for_one_bucket() {
     // a learns a new destination, and the update telling b is lost: the next digest
     // differs in that destination's bucket, b asks for it, and the table it gets back
     // carries the route.
-    let mut c = Routing::new(id(3), config.clone(), now);
-    a.set_link(now, id(3), 100);
-    c.set_link(now, id(1), 100);
-    for m in for_neighbor(&mut c, id(1)) {
-        a.handle_message(now, id(3), m);
-    }
-    now = now.plus(config.triggered_delay_ms);
-    a.handle_timeout(now);
+    now = gain_neighbor_3(now, &mut a);
     let lost: Vec<_> = std::iter::from_fn(|| a.poll_output()).collect();
     assert!(
         lost.iter()
@@ -216,14 +224,7 @@ fn a_lost_update_about_a_known_destination_is_repaired_by_short_ids() {
     let config = RoutingConfig::default();
     let mut now = Millis(0);
     let (mut a, mut b) = linked_pair(now);
-    let mut c = Routing::new(id(3), config.clone(), now);
-    a.set_link(now, id(3), 100);
-    c.set_link(now, id(1), 100);
-    for m in for_neighbor(&mut c, id(1)) {
-        a.handle_message(now, id(3), m);
-    }
-    now = now.plus(config.triggered_delay_ms);
-    a.handle_timeout(now);
+    now = gain_neighbor_3(now, &mut a);
     let _ = exchange(now, &mut a, &mut b);
     assert_eq!(b.next_hop(&id(3)), Some(id(1)));
     // a loses 3, and the retraction to b is lost.
