@@ -919,7 +919,8 @@ impl Routing {
         let seqno = dest.feasibility.map_or(0, |fd| fd.seqno.saturating_add(1));
         // A resend keeps the first request's time, so resends stop when it is
         // given up on.
-        if dest.awaiting.is_none_or(|(wanted, _)| wanted != seqno) {
+        let resend = dest.awaiting.is_some_and(|(wanted, _)| wanted == seqno);
+        if !resend {
             dest.awaiting = Some((seqno, now));
         }
         let retry = now.plus(interval);
@@ -929,8 +930,13 @@ impl Routing {
             seqno,
             hops_left: self.config.request_hop_limit,
         };
-        self.outputs
-            .push_back(Output::Send(self.dests[via as usize].id, request));
+        // A resend goes to every neighbor: the first may have died at a hop whose own
+        // route leads back to us.
+        let output = match resend {
+            false => Output::Send(self.dests[via as usize].id, request),
+            true => Output::Broadcast(request),
+        };
+        self.outputs.push_back(output);
     }
 
     /// Neighbors still speak of us under a seqno newer than ours: we restarted and

@@ -751,7 +751,13 @@ fn an_unanswered_seqno_request_is_resent_until_given_up() {
     assert_eq!(r.next_hop(&id(9)), None);
     let requests = |r: &mut Routing| {
         std::iter::from_fn(|| r.poll_output())
-            .filter(|o| matches!(o, Output::Send(_, RoutingMessage::SeqnoRequest { .. })))
+            .filter(|o| {
+                matches!(
+                    o,
+                    Output::Send(_, RoutingMessage::SeqnoRequest { .. })
+                        | Output::Broadcast(RoutingMessage::SeqnoRequest { .. })
+                )
+            })
             .count()
     };
     assert_eq!(requests(&mut r), 1);
