@@ -89,10 +89,14 @@ pub enum RoutingMessage {
 }
 
 /// One row's contribution to its bucket's fingerprint: summed, so the order in which
-/// rows are kept does not matter.
+/// rows are kept does not matter. The destination is mixed before the row's values
+/// join it: XORed in raw, a destination whose short id equalled its metric hashed to
+/// `mix(0) = 0`, and a neighbor that had missed that row never saw its digest differ.
+/// The odd constant (splitmix64's increment) keeps short id 0 off that fixed point.
 pub fn advert_hash(destination: ShortId, seqno: u32, metric: u16) -> u32 {
-    let x = destination.as_u64() ^ (u64::from(seqno) << 16 | u64::from(metric));
-    (mix(x) >> 32) as u32
+    const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+    let row = u64::from(seqno) << 16 | u64::from(metric);
+    (mix(mix(destination.as_u64().wrapping_add(GAMMA)) ^ row) >> 32) as u32
 }
 
 /// splitmix64's finalizer: every input bit moves every output bit.
@@ -137,6 +141,24 @@ mod tests {
         };
         assert_eq!(size(Destination::Full(id)), 1 + 32 + 1 + 2);
         assert_eq!(size(Destination::Short(ShortId::of(&id))), 1 + 8 + 1 + 2);
+    }
+
+    #[test]
+    fn every_row_counts_in_its_digest() {
+        // Short ids with structure (consecutive, as in tests, or sharing low bits with
+        // metrics) must still change the digest: a row hashing to 0 is invisible.
+        let mut seen = std::collections::HashSet::new();
+        for short in 0..64u64 {
+            for seqno in 0..3 {
+                for metric in 0..1024 {
+                    let hash = advert_hash(ShortId(short.to_le_bytes()), seqno, metric);
+                    assert_ne!(hash, 0, "short {short}, seqno {seqno}, metric {metric}");
+                    if seqno == 0 && metric < 64 {
+                        assert!(seen.insert(hash), "short {short}, metric {metric} collide");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
