@@ -745,18 +745,23 @@ fn an_unanswered_seqno_request_is_resent_until_given_up() {
     let mut now = Millis(0);
     let mut r = Routing::new(id(1), config.clone(), now);
     r.set_link(now, id(2), 100);
+    // 3 has no route to 9: asking it would be wasted.
+    r.set_link(now, id(3), 100);
     r.handle_message(now, id(2), update(1, &[(9, 100)]));
     // 2's route got longer than anything r can take without a newer seqno.
     r.handle_message(now, id(2), update(2, &[(9, 500)]));
     assert_eq!(r.next_hop(&id(9)), None);
     let requests = |r: &mut Routing| {
         std::iter::from_fn(|| r.poll_output())
-            .filter(|o| {
-                matches!(
-                    o,
-                    Output::Send(_, RoutingMessage::SeqnoRequest { .. })
-                        | Output::Broadcast(RoutingMessage::SeqnoRequest { .. })
-                )
+            .filter(|o| match o {
+                Output::Send(to, RoutingMessage::SeqnoRequest { .. }) => {
+                    assert_eq!(*to, id(2), "asked a neighbor without a route");
+                    true
+                }
+                Output::Broadcast(RoutingMessage::SeqnoRequest { .. }) => {
+                    panic!("asked every neighbor")
+                }
+                _ => false,
             })
             .count()
     };
@@ -768,4 +773,80 @@ fn an_unanswered_seqno_request_is_resent_until_given_up() {
         resent += requests(&mut r);
     }
     assert!((5..=10).contains(&resent), "{resent} resends");
+}
+
+#[test]
+fn a_request_heard_from_several_neighbors_is_passed_on_once() {
+    let now = Millis(0);
+    let mut r = Routing::new(id(1), RoutingConfig::default(), now);
+    for n in 2..=4 {
+        r.set_link(now, id(n), 100);
+    }
+    r.handle_message(now, id(2), update(1, &[(9, 100)]));
+    let _ = std::iter::from_fn(|| r.poll_output()).count();
+    for asker in [3, 4] {
+        r.handle_message(
+            now,
+            id(asker),
+            RoutingMessage::SeqnoRequest {
+                destination: ShortId::of(&id(9)),
+                seqno: 1,
+                hops_left: 5,
+            },
+        );
+    }
+    let passed_on: Vec<Output> = std::iter::from_fn(|| r.poll_output())
+        .filter(|o| matches!(o, Output::Send(_, RoutingMessage::SeqnoRequest { .. })))
+        .collect();
+    assert_eq!(
+        passed_on,
+        vec![Output::Send(
+            id(2),
+            RoutingMessage::SeqnoRequest {
+                destination: ShortId::of(&id(9)),
+                seqno: 1,
+                hops_left: 4,
+            }
+        )]
+    );
+}
+
+#[test]
+fn a_destination_is_named_in_full_only_the_first_time() {
+    let config = RoutingConfig::default();
+    let mut now = Millis(0);
+    let mut r = Routing::new(id(1), config.clone(), now);
+    r.set_link(now, id(2), 100);
+    r.set_link(now, id(3), 100);
+    let told = |r: &mut Routing, now: Millis| -> Vec<Destination> {
+        r.handle_timeout(now);
+        for_neighbor(r, id(3))
+            .into_iter()
+            .flat_map(|m| match m {
+                RoutingMessage::Update { adverts, .. } => adverts,
+                _ => vec![],
+            })
+            .map(|a| a.destination)
+            .collect()
+    };
+    let seqno_update = |serial, seqno, metric| RoutingMessage::Update {
+        serial,
+        adverts: vec![Advert {
+            destination: Destination::Full(id(9)),
+            seqno,
+            metric,
+        }],
+        digest: None,
+    };
+    r.handle_message(now, id(2), seqno_update(1, 0, 100));
+    now = now.plus(config.triggered_delay_ms);
+    assert_eq!(told(&mut r, now), vec![Destination::Full(id(9))]);
+    // Lost, and back under a newer seqno: 3 already knows 9's id.
+    r.handle_message(now, id(2), seqno_update(2, 0, INFINITY));
+    now = now.plus(config.triggered_delay_ms);
+    let short = Destination::Short(ShortId::of(&id(9)));
+    assert_eq!(told(&mut r, now), vec![short]);
+    r.handle_message(now, id(2), seqno_update(3, 1, 100));
+    now = now.plus(config.triggered_delay_ms);
+    assert_eq!(told(&mut r, now), vec![short]);
 }
