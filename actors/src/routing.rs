@@ -195,6 +195,7 @@ impl Actor for RoutingActor {
                     return Ok(());
                 }
                 state.protocol.handle_timeout(now);
+                state.forwarder.expire_parked(now);
             }
             RoutingMsg::Relay(envelope) => {
                 match envelope.decode_payload::<Relay>() {
@@ -219,7 +220,7 @@ impl Actor for RoutingActor {
                 return Ok(());
             }
             RoutingMsg::Unacknowledged { relay, next_hop } => {
-                state.reroute(relay, next_hop);
+                state.reroute(now, relay, next_hop);
                 return Ok(());
             }
             RoutingMsg::Stats(reply) => {
@@ -304,6 +305,9 @@ impl RoutingState {
                 metrics::counter!("x0_forwarding_dropped_total", "reason" => reason.name())
                     .increment(1);
             }
+            Decision::Parked => {
+                metrics::counter!("x0_forwarding_parked_total").increment(1);
+            }
         }
     }
 
@@ -336,8 +340,9 @@ impl RoutingState {
     }
 
     /// A next hop did not acknowledge: suspect it, and send the relay another
-    /// loop-free way if there is one (once; a second failure drops it).
-    fn reroute(&mut self, relay: Relay, failed: NodeId) {
+    /// loop-free way if there is one (once; a second failure drops it), or else park
+    /// it until the route is repaired.
+    fn reroute(&mut self, now: Millis, relay: Relay, failed: NodeId) {
         let _ = self
             .args
             .supervisor
@@ -356,8 +361,8 @@ impl RoutingState {
                 self.send_reliably(next_hop, relay, false);
             }
             None => {
-                metrics::counter!("x0_forwarding_dropped_total", "reason" => "unacknowledged")
-                    .increment(1);
+                let decision = self.forwarder.park(now, relay);
+                self.act(decision, false);
             }
         }
     }
@@ -410,7 +415,10 @@ impl RoutingState {
                             }
                             self.lost_at.entry(destination).or_insert(now);
                         }
-                        Some(_) => {
+                        Some(next_hop) => {
+                            for relay in self.forwarder.unpark(now, &destination) {
+                                self.send_reliably(next_hop, relay, true);
+                            }
                             if let Some(lost) = self.lost_at.remove(&destination) {
                                 metrics::histogram!("x0_routing_repair_seconds")
                                     .record(now.since(lost) as f64 / 1000.0);

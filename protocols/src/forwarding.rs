@@ -5,9 +5,11 @@
 //! can count hops without breaking the origin's signature, and the destination can check
 //! that the origin really wrote what it receives, however many relays it crossed.
 //!
-//! Each relay drops what it has already seen (duplicate suppression by `(origin, id)`),
-//! what has run out of hops, and what it has no route for, and says why, so operators can
-//! see where traffic dies. Sans-IO: the caller supplies the next hop and the time.
+//! Each relay drops what it has already seen (duplicate suppression by `(origin, id)`)
+//! and what has run out of hops, and says why, so operators can see where traffic dies.
+//! What it has no route for, or could not hand to a next hop that died, it parks for a
+//! few seconds: the route is usually being repaired, and the message goes on when it is.
+//! Sans-IO: the caller supplies the next hop and the time.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -150,6 +152,8 @@ pub enum Decision {
         relay: Relay,
     },
     Drop(DropReason),
+    /// No route now: kept until one appears ([`Forwarder::unpark`]) or the wait ends.
+    Parked,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -166,6 +170,12 @@ pub struct ForwardingConfig {
     /// duplicates from lost acks are suppressed by the next hop's duplicate cache.
     pub link_attempts: u8,
     pub ack_timeout_ms: u64,
+    /// How long a relay without a route waits for one. A failure is detected in about a
+    /// second and repaired soon after, and a message parked for that long still arrives
+    /// instead of being dropped at the hop before the failure. 0 drops at once.
+    pub park_ms: u64,
+    /// Relays parked at most; beyond it the oldest is dropped.
+    pub park_capacity: usize,
 }
 
 impl Default for ForwardingConfig {
@@ -176,6 +186,8 @@ impl Default for ForwardingConfig {
             dedup_capacity: 65_536,
             link_attempts: 3,
             ack_timeout_ms: 250,
+            park_ms: 5_000,
+            park_capacity: 256,
         }
     }
 }
@@ -187,6 +199,8 @@ pub struct Forwarder {
     next_id: u64,
     seen: BTreeMap<(NodeId, u64), Millis>,
     seen_order: VecDeque<(Millis, NodeId, u64)>,
+    /// Relays waiting for a route, oldest first, with when they were parked.
+    parked: VecDeque<(Millis, Relay)>,
     /// Messages of others passed on.
     pub relayed: u64,
     /// Bytes of the origins' envelopes this node passed on for others.
@@ -205,6 +219,7 @@ impl Forwarder {
             next_id: first_id,
             seen: BTreeMap::new(),
             seen_order: VecDeque::new(),
+            parked: VecDeque::new(),
             relayed: 0,
             relayed_bytes: 0,
             delivered: 0,
@@ -251,6 +266,56 @@ impl Forwarder {
         }
     }
 
+    /// Keeps a relay that has no next hop now until a route to its destination appears.
+    pub fn park(&mut self, now: Millis, relay: Relay) -> Decision {
+        self.expire_parked(now);
+        if self.config.park_ms == 0 || self.config.park_capacity == 0 {
+            return self.drop(DropReason::NoRoute);
+        }
+        if self.parked.len() >= self.config.park_capacity {
+            self.parked.pop_front();
+            self.drop(DropReason::NoRoute);
+        }
+        self.parked.push_back((now, relay));
+        Decision::Parked
+    }
+
+    /// The parked relays for `destination`, now that it has a route again.
+    pub fn unpark(&mut self, now: Millis, destination: &NodeId) -> Vec<Relay> {
+        self.expire_parked(now);
+        let mut ready = Vec::new();
+        self.parked.retain(|(_, relay)| {
+            let go = relay.destination == *destination;
+            if go {
+                ready.push(relay.clone());
+            }
+            !go
+        });
+        for relay in &ready {
+            if relay.origin != self.me {
+                self.relayed += 1;
+                self.relayed_bytes += relay.inner.len() as u64;
+            }
+        }
+        ready
+    }
+
+    /// Relays waiting for a route.
+    pub fn parked(&self) -> usize {
+        self.parked.len()
+    }
+
+    /// Drops the relays that waited the whole of `park_ms` in vain.
+    pub fn expire_parked(&mut self, now: Millis) {
+        while let Some((at, _)) = self.parked.front() {
+            if now.since(*at) < self.config.park_ms {
+                break;
+            }
+            self.parked.pop_front();
+            self.drop(DropReason::NoRoute);
+        }
+    }
+
     /// Decides what to do with a relay that arrived from a neighbor.
     pub fn handle_relay(
         &mut self,
@@ -274,17 +339,17 @@ impl Forwarder {
             hops: relay.hops + 1,
             ..relay
         };
-        self.route(relay, next_hop)
+        self.route(now, relay, next_hop)
     }
 
-    fn route(&mut self, relay: Relay, next_hop: Option<NodeId>) -> Decision {
+    fn route(&mut self, now: Millis, relay: Relay, next_hop: Option<NodeId>) -> Decision {
         match next_hop {
             Some(next_hop) => {
                 self.relayed += 1;
                 self.relayed_bytes += relay.inner.len() as u64;
                 Decision::Forward { next_hop, relay }
             }
-            None => self.drop(DropReason::NoRoute),
+            None => self.park(now, relay),
         }
     }
 
@@ -370,12 +435,56 @@ mod tests {
             f.handle_relay(Millis(0), relay(1, 9, 1, 5), Some(id(9))),
             Decision::Drop(DropReason::HopLimit)
         );
+        let config = ForwardingConfig {
+            park_ms: 0,
+            ..ForwardingConfig::default()
+        };
+        let mut f = Forwarder::new(id(2), config, 0);
         assert_eq!(
             f.handle_relay(Millis(0), relay(1, 9, 2, 1), None),
             Decision::Drop(DropReason::NoRoute)
         );
-        assert_eq!(f.dropped.get(&DropReason::HopLimit), Some(&1));
         assert_eq!(f.dropped.get(&DropReason::NoRoute), Some(&1));
+    }
+
+    #[test]
+    fn a_relay_without_a_route_waits_for_one() {
+        let config = ForwardingConfig::default();
+        let park_ms = config.park_ms;
+        let mut f = Forwarder::new(id(2), config, 0);
+        assert_eq!(
+            f.handle_relay(Millis(0), relay(1, 9, 1, 1), None),
+            Decision::Parked
+        );
+        assert_eq!(
+            f.handle_relay(Millis(10), relay(1, 8, 2, 1), None),
+            Decision::Parked
+        );
+        assert_eq!(f.unpark(Millis(20), &id(7)), vec![]);
+        let ready = f.unpark(Millis(20), &id(9));
+        assert_eq!(ready, vec![relay(1, 9, 1, 2)], "its hop counted once");
+        assert_eq!(f.relayed, 1);
+        // The other waits in vain and is dropped.
+        f.expire_parked(Millis(10 + park_ms));
+        assert_eq!(f.parked(), 0);
+        assert_eq!(f.unpark(Millis(10 + park_ms), &id(8)), vec![]);
+        assert_eq!(f.dropped.get(&DropReason::NoRoute), Some(&1));
+    }
+
+    #[test]
+    fn parking_is_bounded() {
+        let config = ForwardingConfig {
+            park_capacity: 2,
+            ..ForwardingConfig::default()
+        };
+        let mut f = Forwarder::new(id(2), config, 0);
+        for msg in 0..3 {
+            f.handle_relay(Millis(0), relay(1, 9, msg, 1), None);
+        }
+        assert_eq!(f.parked(), 2);
+        assert_eq!(f.dropped.get(&DropReason::NoRoute), Some(&1));
+        let ids: Vec<u64> = f.unpark(Millis(0), &id(9)).iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec![1, 2], "the oldest went first");
     }
 
     #[test]

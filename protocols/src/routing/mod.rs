@@ -68,6 +68,12 @@ pub struct RoutingConfig {
     /// periodic update. Safe: loop freedom rests on each node's own feasibility distance,
     /// not on how fresh its neighbors' view of it is.
     pub significant_change: f64,
+    /// A lost route with unfeasible alternatives is retracted only if the seqno request
+    /// sent for it is not answered within this long. The answer then reaches the nodes
+    /// routing through us as a newer seqno, and they keep their routes; a retraction
+    /// would make each of them lose its route and ask on its own. Safe: to neighbors a
+    /// held retraction is one that was lost, which the feasibility condition allows for.
+    pub retraction_hold_ms: u64,
 }
 
 impl Default for RoutingConfig {
@@ -80,6 +86,7 @@ impl Default for RoutingConfig {
             triggered_delay_ms: 200,
             urgent_delay_ms: 20,
             significant_change: 0.25,
+            retraction_hold_ms: 500,
         }
     }
 }
@@ -189,6 +196,9 @@ struct Dest {
     /// route that satisfies it is announced at once, so the answer travels back along
     /// the request's path (RFC 8966 §3.8.1.2).
     awaiting: Option<(u32, Millis)>,
+    /// Lost with a seqno request out: when the retraction goes out if no answer came
+    /// (see `RoutingConfig::retraction_hold_ms`).
+    retract_at: Option<Millis>,
     /// Queued for the next triggered update.
     dirty: bool,
 }
@@ -206,6 +216,7 @@ impl Dest {
             named: false,
             last_request: None,
             awaiting: None,
+            retract_at: None,
             dirty: false,
         }
     }
@@ -262,6 +273,8 @@ pub struct Routing {
     next_expiry: Option<Millis>,
     /// When to resend seqno requests that have not been answered yet.
     next_retry: Option<Millis>,
+    /// When the earliest held retraction is due.
+    next_retraction: Option<Millis>,
     route_count: usize,
     outputs: VecDeque<Output>,
 }
@@ -283,6 +296,7 @@ impl Routing {
             next_periodic: now.plus(config.update_interval_ms),
             next_expiry: None,
             next_retry: None,
+            next_retraction: None,
             route_count: 0,
             outputs: VecDeque::new(),
             config,
@@ -427,6 +441,9 @@ impl Routing {
         if self.next_retry.is_some_and(|at| now >= at) {
             self.retry_requests(now);
         }
+        if self.next_retraction.is_some_and(|at| now >= at) {
+            self.retract_held(now);
+        }
         if now >= self.next_periodic {
             self.next_periodic = now.plus(self.config.update_interval_ms);
             self.send_periodic(now);
@@ -443,9 +460,14 @@ impl Routing {
 
     pub fn next_deadline(&self) -> Option<Millis> {
         let mut next = self.next_periodic;
-        for at in [self.triggered_at, self.next_expiry, self.next_retry]
-            .into_iter()
-            .flatten()
+        for at in [
+            self.triggered_at,
+            self.next_expiry,
+            self.next_retry,
+            self.next_retraction,
+        ]
+        .into_iter()
+        .flatten()
         {
             next = next.min(at);
         }
@@ -780,6 +802,27 @@ impl Routing {
         }
     }
 
+    /// Sends the retractions whose seqno requests went unanswered for the hold.
+    fn retract_held(&mut self, now: Millis) {
+        self.next_retraction = None;
+        for slot in 1..self.dests.len() as Slot {
+            let Some(at) = self.dests[slot as usize].retract_at else {
+                continue;
+            };
+            if now >= at {
+                self.retract(slot);
+            } else {
+                self.next_retraction = Some(self.next_retraction.map_or(at, |n| n.min(at)));
+            }
+        }
+    }
+
+    fn retract(&mut self, slot: Slot) {
+        self.dests[slot as usize].retract_at = None;
+        self.mark_dirty(slot);
+        self.urgent = true;
+    }
+
     /// Picks the best feasible route to `slot` and records the consequences.
     fn reselect(&mut self, now: Millis, slot: Slot) {
         let dest = &self.dests[slot as usize];
@@ -825,6 +868,7 @@ impl Routing {
                 };
                 let significant_change = self.config.significant_change;
                 let dest = &mut self.dests[slot as usize];
+                dest.retract_at = None;
                 let answers_request = dest
                     .awaiting
                     .is_some_and(|(wanted, at)| seqno >= wanted && now.since(at) < AWAIT_ANSWER_MS);
@@ -878,17 +922,6 @@ impl Routing {
                 }
             }
             None => {
-                if current.is_some() {
-                    self.dests[slot as usize].selected = None;
-                    self.route_count -= 1;
-                    self.mark_dirty(slot);
-                    self.urgent = true;
-                    self.outputs.push_back(Output::RouteChanged {
-                        destination: self.dests[slot as usize].id,
-                        next_hop: None,
-                        metric: INFINITY,
-                    });
-                }
                 // Unfeasible routes remain: ask the destination for a newer seqno, through
                 // the neighbor with the best of them (RFC 8966 §3.8.2.1), whose answer
                 // would make that route feasible.
@@ -901,6 +934,31 @@ impl Routing {
                         Some((h.metric.saturating_add(cost), h.neighbor))
                     })
                     .min();
+                let hold = self.config.retraction_hold_ms;
+                if let Some(current) = current {
+                    // A next hop that retracted has held its retraction already (or had
+                    // no one to ask): holding ours too would add up hop after hop.
+                    let retracted = self.dests[slot as usize]
+                        .heard_from(current.next_hop)
+                        .is_some_and(|h| h.metric == INFINITY);
+                    self.dests[slot as usize].selected = None;
+                    self.route_count -= 1;
+                    if unfeasible.is_some() && hold > 0 && !retracted {
+                        let at = now.plus(hold);
+                        self.dests[slot as usize].retract_at = Some(at);
+                        self.next_retraction = Some(self.next_retraction.map_or(at, |n| n.min(at)));
+                    } else {
+                        self.retract(slot);
+                    }
+                    self.outputs.push_back(Output::RouteChanged {
+                        destination: self.dests[slot as usize].id,
+                        next_hop: None,
+                        metric: INFINITY,
+                    });
+                } else if unfeasible.is_none() && self.dests[slot as usize].retract_at.is_some() {
+                    // Nobody is left to answer: retract now.
+                    self.retract(slot);
+                }
                 if let Some((_, via)) = unfeasible {
                     self.request_seqno(now, slot, via);
                 }
@@ -1105,6 +1163,9 @@ impl Routing {
         let tolerance = self.config.significant_change / 4.0;
         for slot in 1..self.dests.len() as Slot {
             let dest = &self.dests[slot as usize];
+            if dest.retract_at.is_some() {
+                continue;
+            }
             let drifted = match (dest.selected, dest.advertised) {
                 (Some(s), Some((_, told))) => {
                     f64::from(s.metric.abs_diff(told)) > tolerance * f64::from(told)

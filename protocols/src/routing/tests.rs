@@ -850,3 +850,111 @@ fn a_destination_is_named_in_full_only_the_first_time() {
     now = now.plus(config.triggered_delay_ms);
     assert_eq!(told(&mut r, now), vec![short]);
 }
+
+/// r routes to 9 through 2, and hears of a longer, unfeasible route through 3.
+fn holding_router(now: Millis) -> Routing {
+    let mut r = Routing::new(id(1), RoutingConfig::default(), now);
+    for n in 2..=4 {
+        r.set_link(now, id(n), 100);
+    }
+    r.handle_message(now, id(2), update(1, &[(9, 100)]));
+    r.handle_message(now, id(3), update(1, &[(9, 400)]));
+    assert_eq!(r.next_hop(&id(9)), Some(id(2)));
+    r.handle_timeout(now.plus(RoutingConfig::default().triggered_delay_ms));
+    let _ = std::iter::from_fn(|| r.poll_output()).count();
+    r
+}
+
+/// What r tells 4 about 9 by `until`, ticking every 10 ms.
+fn told_about_9(r: &mut Routing, mut now: Millis, until: Millis) -> Vec<(u32, u16)> {
+    let mut told = vec![];
+    while now < until {
+        now = now.plus(10);
+        r.handle_timeout(now);
+        for m in for_neighbor(r, id(4)) {
+            if let RoutingMessage::Update { adverts, .. } = m {
+                told.extend(
+                    adverts
+                        .iter()
+                        .filter(|a| a.destination.short() == ShortId::of(&id(9)))
+                        .map(|a| (a.seqno, a.metric)),
+                );
+            }
+        }
+    }
+    told
+}
+
+#[test]
+fn a_lost_route_answered_within_the_hold_is_never_retracted() {
+    let config = RoutingConfig::default();
+    let now = Millis(0);
+    let mut r = holding_router(now);
+    r.remove_link(now, id(2));
+    assert_eq!(r.next_hop(&id(9)), None);
+    let answer_at = now.plus(config.retraction_hold_ms / 2);
+    assert_eq!(told_about_9(&mut r, now, answer_at), vec![]);
+    // The request is answered: 3's route under seqno 1.
+    r.handle_message(
+        answer_at,
+        id(3),
+        RoutingMessage::Update {
+            serial: 2,
+            adverts: vec![Advert {
+                destination: Destination::Short(ShortId::of(&id(9))),
+                seqno: 1,
+                metric: 400,
+            }],
+            digest: None,
+        },
+    );
+    assert_eq!(r.next_hop(&id(9)), Some(id(3)));
+    let told = told_about_9(
+        &mut r,
+        answer_at,
+        answer_at.plus(config.retraction_hold_ms * 2),
+    );
+    assert_eq!(
+        told,
+        vec![(1, 500)],
+        "the new route, and no retraction before it"
+    );
+}
+
+#[test]
+fn a_lost_route_is_retracted_when_the_hold_passes_unanswered() {
+    let config = RoutingConfig::default();
+    let now = Millis(0);
+    let mut r = holding_router(now);
+    // 2's route got longer: r's through it is no longer feasible.
+    r.handle_message(now, id(2), update(2, &[(9, 900)]));
+    assert_eq!(r.next_hop(&id(9)), None);
+    let hold_end = now.plus(config.retraction_hold_ms);
+    assert_eq!(told_about_9(&mut r, now, hold_end), vec![]);
+    let told = told_about_9(&mut r, hold_end, hold_end.plus(100));
+    assert_eq!(told, vec![(0, INFINITY)]);
+}
+
+#[test]
+fn a_lost_route_with_nobody_left_to_ask_is_retracted_at_once() {
+    let config = RoutingConfig::default();
+    let now = Millis(0);
+    let mut r = holding_router(now);
+    r.remove_link(now, id(2));
+    // 3 loses its route too: nothing left to wait for.
+    r.handle_message(now, id(3), update(2, &[(9, INFINITY)]));
+    let told = told_about_9(&mut r, now, now.plus(config.urgent_delay_ms + 10));
+    assert_eq!(told, vec![(0, INFINITY)]);
+}
+
+#[test]
+fn a_retraction_from_the_next_hop_is_passed_on_at_once() {
+    // The next hop held its retraction already: holding it again at every hop would
+    // add up along the path.
+    let config = RoutingConfig::default();
+    let now = Millis(0);
+    let mut r = holding_router(now);
+    r.handle_message(now, id(2), update(2, &[(9, INFINITY)]));
+    let told = told_about_9(&mut r, now, now.plus(config.urgent_delay_ms + 10));
+    assert_eq!(told, vec![(0, INFINITY)]);
+}
