@@ -190,11 +190,16 @@ fn the_mesh_heals_around_crashes_and_cut_links() {
     );
     assert!(report.failure_detection.detections > 0, "{report}");
     assert!(routing.messages_between_connected > 0);
-    // Messages sent through a node in the moment before its crash is detected are lost;
-    // far most must arrive.
+    // Messages that reach the hop before a failure wait there for the repair and then
+    // go on; those a node held when it crashed are lost. Far most must arrive.
     assert!(
         routing.delivery_ratio.expect("traffic measured") > 0.8,
         "{report}"
+    );
+    assert!(routing.relays_parked > 0, "{report}");
+    assert!(
+        (1..=routing.relays_parked).contains(&routing.relays_resumed),
+        "parked relays went on after the repair: {report}"
     );
     assert!(routing.mean_path_stretch.expect("deliveries") >= 1.0);
     // After the last restore the mesh is whole again and every live pair has a route.

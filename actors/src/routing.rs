@@ -70,6 +70,9 @@ pub struct ForwardingStats {
     pub relayed_bytes: u64,
     pub delivered: u64,
     pub dropped: BTreeMap<String, u64>,
+    /// Relays that waited for a route to be repaired, and those that then went on.
+    pub parked: u64,
+    pub resumed: u64,
 }
 
 pub enum RoutingMsg {
@@ -372,6 +375,8 @@ impl RoutingState {
             originated: self.originated,
             relayed: self.forwarder.relayed,
             relayed_bytes: self.forwarder.relayed_bytes,
+            parked: self.forwarder.parked_total,
+            resumed: self.forwarder.resumed,
             delivered: self.forwarder.delivered,
             dropped: self
                 .forwarder

@@ -186,6 +186,8 @@ async fn relay(State(state): State<Arc<ApiState>>) -> Response {
         "neighbors": status.neighbors,
         "relayed_messages": status.forwarding.relayed,
         "relayed_bytes": status.forwarding.relayed_bytes,
+        "parked": status.forwarding.parked,
+        "resumed": status.forwarding.resumed,
         "originated": status.forwarding.originated,
         "delivered": status.forwarding.delivered,
         "dropped": status.forwarding.dropped,

@@ -207,6 +207,9 @@ pub struct Forwarder {
     pub relayed_bytes: u64,
     pub delivered: u64,
     pub dropped: BTreeMap<DropReason, u64>,
+    /// Relays that had to wait for a route, and those of them that went on.
+    pub parked_total: u64,
+    pub resumed: u64,
 }
 
 impl Forwarder {
@@ -224,6 +227,8 @@ impl Forwarder {
             relayed_bytes: 0,
             delivered: 0,
             dropped: BTreeMap::new(),
+            parked_total: 0,
+            resumed: 0,
         }
     }
 
@@ -277,6 +282,7 @@ impl Forwarder {
             self.drop(DropReason::NoRoute);
         }
         self.parked.push_back((now, relay));
+        self.parked_total += 1;
         Decision::Parked
     }
 
@@ -291,6 +297,7 @@ impl Forwarder {
             }
             !go
         });
+        self.resumed += ready.len() as u64;
         for relay in &ready {
             if relay.origin != self.me {
                 self.relayed += 1;
@@ -463,7 +470,7 @@ mod tests {
         assert_eq!(f.unpark(Millis(20), &id(7)), vec![]);
         let ready = f.unpark(Millis(20), &id(9));
         assert_eq!(ready, vec![relay(1, 9, 1, 2)], "its hop counted once");
-        assert_eq!(f.relayed, 1);
+        assert_eq!((f.relayed, f.parked_total, f.resumed), (1, 2, 1));
         // The other waits in vain and is dropped.
         f.expire_parked(Millis(10 + park_ms));
         assert_eq!(f.parked(), 0);

@@ -83,6 +83,10 @@ pub struct RoutingReport {
     pub mean_path_stretch: Option<f64>,
     /// Messages dropped for running out of hops (what a transient loop would cause).
     pub hop_limit_drops: u64,
+    /// Relays (messages and repair probes) that found no route at some hop and waited
+    /// there for the repair, and those of them that went on once it came.
+    pub relays_parked: u64,
+    pub relays_resumed: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -201,13 +205,15 @@ impl fmt::Display for Report {
             if r.messages_sent > 0 {
                 writeln!(
                     f,
-                    "traffic: {} of {} messages between connected pairs delivered ({}); path stretch {}; {} hop-limit drops",
+                    "traffic: {} of {} messages between connected pairs delivered ({}); path stretch {}; {} hop-limit drops; {} relays waited for a repair, {} went on",
                     r.messages_delivered,
                     r.messages_between_connected,
                     percent(r.delivery_ratio),
                     r.mean_path_stretch
                         .map_or("-".into(), |s| format!("{s:.2}")),
-                    r.hop_limit_drops
+                    r.hop_limit_drops,
+                    r.relays_parked,
+                    r.relays_resumed
                 )?;
             }
             if r.repairs_measured > 0 || r.unrepaired > 0 {

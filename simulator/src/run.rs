@@ -194,6 +194,7 @@ async fn simulate(
     let mut actor_restarts = 0;
     let mut decode_errors = 0;
     let mut hop_limit_drops = 0;
+    let (mut relays_parked, mut relays_resumed) = (0, 0);
     for (index, node) in live.iter().enumerate() {
         let status = node.status().await.map_err(|e| SimError::NodeQuery {
             index,
@@ -201,6 +202,8 @@ async fn simulate(
         })?;
         actor_restarts += status.actor_restarts;
         decode_errors += status.envelope_decode_errors;
+        relays_parked += status.forwarding.parked;
+        relays_resumed += status.forwarding.resumed;
         hop_limit_drops += status
             .forwarding
             .dropped
@@ -227,6 +230,8 @@ async fn simulate(
         true => {
             let mut routing = measure_routing(&live, &live_ids).await?;
             routing.hop_limit_drops = hop_limit_drops;
+            routing.relays_parked = relays_parked;
+            routing.relays_resumed = relays_resumed;
             score_traffic(&mut routing, &mesh, start + total);
             Some(routing)
         }
