@@ -60,9 +60,10 @@ pub struct RoutingConfig {
     /// Changes are collected this long before a triggered update carries them all, so a
     /// burst of changes costs one message instead of one per change.
     pub triggered_delay_ms: u64,
-    /// The delay instead when a change is urgent: a route lost, found where there was
-    /// none, or moved to a newer seqno. Those are what a repair waits on, hop after hop,
-    /// so they go out almost at once (RFC 8966 §3.7.2 sends them immediately too).
+    /// The delay instead when a change is urgent: a route found where there was none,
+    /// or the answer to a seqno request. Those are what a repair waits on, hop after hop,
+    /// so they go out almost at once (RFC 8966 §3.7.2 sends them immediately too). A
+    /// retraction is not urgent: see `retraction_hold_ms`.
     pub urgent_delay_ms: u64,
     /// A metric change smaller than this fraction (same next hop and seqno) waits for the
     /// periodic update. Safe: loop freedom rests on each node's own feasibility distance,
@@ -817,10 +818,12 @@ impl Routing {
         }
     }
 
+    /// Queues a retraction. Not urgent: a retraction goes out when nobody is left to
+    /// ask or a request went unanswered, so the destination is mostly gone, and
+    /// collecting retractions for the triggered delay lets one message carry many.
     fn retract(&mut self, slot: Slot) {
         self.dests[slot as usize].retract_at = None;
         self.mark_dirty(slot);
-        self.urgent = true;
     }
 
     /// Picks the best feasible route to `slot` and records the consequences.

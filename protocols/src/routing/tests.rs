@@ -931,30 +931,38 @@ fn a_lost_route_is_retracted_when_the_hold_passes_unanswered() {
     assert_eq!(r.next_hop(&id(9)), None);
     let hold_end = now.plus(config.retraction_hold_ms);
     assert_eq!(told_about_9(&mut r, now, hold_end), vec![]);
-    let told = told_about_9(&mut r, hold_end, hold_end.plus(100));
+    let told = told_about_9(
+        &mut r,
+        hold_end,
+        hold_end.plus(config.triggered_delay_ms + 10),
+    );
     assert_eq!(told, vec![(0, INFINITY)]);
 }
 
 #[test]
-fn a_lost_route_with_nobody_left_to_ask_is_retracted_at_once() {
+fn a_lost_route_with_nobody_left_to_ask_is_retracted_without_a_hold() {
     let config = RoutingConfig::default();
     let now = Millis(0);
     let mut r = holding_router(now);
     r.remove_link(now, id(2));
     // 3 loses its route too: nothing left to wait for.
     r.handle_message(now, id(3), update(2, &[(9, INFINITY)]));
-    let told = told_about_9(&mut r, now, now.plus(config.urgent_delay_ms + 10));
+    // With the triggered update, well before a hold would end.
+    assert!(config.triggered_delay_ms < config.retraction_hold_ms);
+    let told = told_about_9(&mut r, now, now.plus(config.triggered_delay_ms + 10));
     assert_eq!(told, vec![(0, INFINITY)]);
 }
 
 #[test]
-fn a_retraction_from_the_next_hop_is_passed_on_at_once() {
+fn a_retraction_from_the_next_hop_is_passed_on_without_a_hold() {
     // The next hop held its retraction already: holding it again at every hop would
     // add up along the path.
     let config = RoutingConfig::default();
     let now = Millis(0);
     let mut r = holding_router(now);
     r.handle_message(now, id(2), update(2, &[(9, INFINITY)]));
-    let told = told_about_9(&mut r, now, now.plus(config.urgent_delay_ms + 10));
+    // With the triggered update, well before a hold would end.
+    assert!(config.triggered_delay_ms < config.retraction_hold_ms);
+    let told = told_about_9(&mut r, now, now.plus(config.triggered_delay_ms + 10));
     assert_eq!(told, vec![(0, INFINITY)]);
 }
