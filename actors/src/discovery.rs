@@ -182,14 +182,17 @@ impl DiscoveryState {
         {
             detector.heard_from(now, envelope.from);
             // Its neighbors that are ours too: the helpers an indirect probe can use.
-            let echoed: BTreeSet<ShortId> = beacon.echoes.iter().map(|e| e.neighbor).collect();
-            let shared = self
-                .protocol
-                .neighbors()
-                .map(|n| n.id)
-                .filter(|id| echoed.contains(&ShortId::of(id)))
-                .collect();
-            detector.set_neighbors_of(envelope.from, shared);
+            // Only a beacon that echoes all its sender's neighbors tells them.
+            if beacon.echoes_all() {
+                let echoed: BTreeSet<ShortId> = beacon.echoes.iter().map(|e| e.neighbor).collect();
+                let shared = self
+                    .protocol
+                    .neighbors()
+                    .map(|n| n.id)
+                    .filter(|id| echoed.contains(&ShortId::of(id)))
+                    .collect();
+                detector.set_neighbors_of(envelope.from, shared);
+            }
         }
         match accepted {
             Ok(()) => {

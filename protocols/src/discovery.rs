@@ -10,6 +10,11 @@
 //!   beacon minus the time the neighbor held it (the NTP/OLSR trick);
 //! - **bidirectionality**, because the echo proves the neighbor hears us.
 //!
+//! Echoes of every neighbor ride in one beacon of every [`ECHO_ALL_EVERY`]; the beacons
+//! between carry only those of neighbors still new to us, whose link waits on the echo
+//! to count as bidirectional. RTT needs no sample every second, and echoes were four
+//! fifths of a beacon's bytes at a mean degree of 8.
+//!
 //! A neighbor not heard for `expiry` is removed. Outputs are the beacons to broadcast and
 //! `NeighborUp` / `NeighborDown` events for the subsystems built on top.
 
@@ -23,6 +28,10 @@ use crate::{Millis, NodeId, ShortId};
 
 /// At most this many echoes ride in one beacon, keeping beacons small in dense meshes.
 pub const MAX_ECHOES_PER_BEACON: usize = 64;
+/// One beacon in this many echoes every neighbor (see [`Beacon::echoes_all`]).
+pub const ECHO_ALL_EVERY: u32 = 4;
+/// A neighbor is echoed in every beacon until we have had this many of its beacons.
+const NEW_NEIGHBOR_BEACONS: u64 = 2 * ECHO_ALL_EVERY as u64;
 /// Beacons whose send time we remember, to match echoes for RTT.
 const SENT_HISTORY: usize = 16;
 /// Width of the sequence window loss is computed over.
@@ -58,6 +67,14 @@ impl Default for DiscoveryConfig {
 pub struct Beacon {
     pub seq: u32,
     pub echoes: Vec<Echo>,
+}
+
+impl Beacon {
+    /// Whether this beacon echoes every neighbor of its sender, rather than only the
+    /// new ones: what tells a receiver which of its neighbors the sender hears.
+    pub fn echoes_all(&self) -> bool {
+        self.seq % ECHO_ALL_EVERY == 0
+    }
 }
 
 /// "I last heard `seq` from `neighbor`, `held_ms` ago."
@@ -328,8 +345,10 @@ impl Discovery {
         // waiting on an RTT sample, and the list is capped.
         let mut heard: Vec<&Neighbor> = self.neighbors.values().collect();
         heard.sort_by_key(|n| std::cmp::Reverse(n.last_seen));
+        let all = seq % ECHO_ALL_EVERY == 0;
         let echoes = heard
             .into_iter()
+            .filter(|n| all || n.beacons_received < NEW_NEIGHBOR_BEACONS)
             .take(MAX_ECHOES_PER_BEACON)
             .map(|n| Echo {
                 neighbor: ShortId::of(&n.id),
@@ -440,6 +459,51 @@ mod tests {
             .expect("accepted");
         let loss = d.neighbor(&id(2)).expect("present").loss();
         assert!((loss - 0.2).abs() < 1e-9, "loss {loss}");
+    }
+
+    #[test]
+    fn every_neighbor_is_echoed_in_one_beacon_of_four_and_new_ones_in_all() {
+        let mut d = Discovery::new(id(1), DiscoveryConfig::default(), 1, Millis(0));
+        let mut now = Millis(0);
+        let mut echoed = |d: &mut Discovery, now: Millis| {
+            d.handle_timeout(now);
+            let Some(Output::Broadcast(sent)) = drain(d)
+                .into_iter()
+                .find(|o| matches!(o, Output::Broadcast(_)))
+            else {
+                panic!("no beacon at {now:?}");
+            };
+            let mut echoed: Vec<ShortId> = sent.echoes.iter().map(|e| e.neighbor).collect();
+            echoed.sort();
+            (sent.echoes_all(), echoed)
+        };
+        // 2 is an old neighbor by the time 3 appears.
+        for seq in 0..NEW_NEIGHBOR_BEACONS as u32 {
+            now = now.plus(1000);
+            d.handle_beacon(now, id(2), &beacon(seq)).expect("accepted");
+        }
+        d.handle_beacon(now, id(3), &beacon(0)).expect("accepted");
+        let both = {
+            let mut v = vec![ShortId::of(&id(2)), ShortId::of(&id(3))];
+            v.sort();
+            v
+        };
+        let mut kinds = vec![];
+        for k in 0..ECHO_ALL_EVERY {
+            now = now.plus(1000);
+            d.handle_beacon(now, id(2), &beacon(NEW_NEIGHBOR_BEACONS as u32 + k))
+                .expect("accepted");
+            d.handle_beacon(now, id(3), &beacon(k + 1))
+                .expect("accepted");
+            let (all, echoed) = echoed(&mut d, now.plus(1100));
+            now = now.plus(1100);
+            match all {
+                true => assert_eq!(echoed, both),
+                false => assert_eq!(echoed, vec![ShortId::of(&id(3))], "only the new one"),
+            }
+            kinds.push(all);
+        }
+        assert_eq!(kinds.iter().filter(|&&all| all).count(), 1, "{kinds:?}");
     }
 
     #[test]
