@@ -73,8 +73,12 @@ impl Beacon {
     /// Whether this beacon echoes every neighbor of its sender, rather than only the
     /// new ones: what tells a receiver which of its neighbors the sender hears.
     pub fn echoes_all(&self) -> bool {
-        self.seq % ECHO_ALL_EVERY == 0
+        echoes_all(self.seq)
     }
+}
+
+fn echoes_all(seq: u32) -> bool {
+    seq.is_multiple_of(ECHO_ALL_EVERY)
 }
 
 /// "I last heard `seq` from `neighbor`, `held_ms` ago."
@@ -345,7 +349,7 @@ impl Discovery {
         // waiting on an RTT sample, and the list is capped.
         let mut heard: Vec<&Neighbor> = self.neighbors.values().collect();
         heard.sort_by_key(|n| std::cmp::Reverse(n.last_seen));
-        let all = seq % ECHO_ALL_EVERY == 0;
+        let all = echoes_all(seq);
         let echoes = heard
             .into_iter()
             .filter(|n| all || n.beacons_received < NEW_NEIGHBOR_BEACONS)
@@ -465,7 +469,7 @@ mod tests {
     fn every_neighbor_is_echoed_in_one_beacon_of_four_and_new_ones_in_all() {
         let mut d = Discovery::new(id(1), DiscoveryConfig::default(), 1, Millis(0));
         let mut now = Millis(0);
-        let mut echoed = |d: &mut Discovery, now: Millis| {
+        let echoed = |d: &mut Discovery, now: Millis| {
             d.handle_timeout(now);
             let Some(Output::Broadcast(sent)) = drain(d)
                 .into_iter()
