@@ -199,6 +199,7 @@ impl Actor for RoutingActor {
                 }
                 state.protocol.handle_timeout(now);
                 state.forwarder.expire_parked(now);
+                state.report_parked_drops();
             }
             RoutingMsg::Relay(envelope) => {
                 match envelope.decode_payload::<Relay>() {
@@ -310,6 +311,7 @@ impl RoutingState {
             }
             Decision::Parked => {
                 metrics::counter!("x0_forwarding_parked_total").increment(1);
+                self.report_parked_drops();
             }
         }
     }
@@ -367,6 +369,15 @@ impl RoutingState {
                 let decision = self.forwarder.park(now, relay);
                 self.act(decision, false);
             }
+        }
+    }
+
+    /// Parked relays that waited in vain, or were pushed out by newer ones.
+    fn report_parked_drops(&mut self) {
+        let dropped = self.forwarder.take_parked_drops();
+        if dropped > 0 {
+            metrics::counter!("x0_forwarding_dropped_total", "reason" => "no_route")
+                .increment(dropped);
         }
     }
 

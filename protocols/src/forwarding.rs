@@ -210,6 +210,8 @@ pub struct Forwarder {
     /// Relays that had to wait for a route, and those of them that went on.
     pub parked_total: u64,
     pub resumed: u64,
+    /// Parked relays dropped (expired or pushed out) since the driver last asked.
+    parked_drops_unreported: u64,
 }
 
 impl Forwarder {
@@ -229,6 +231,7 @@ impl Forwarder {
             dropped: BTreeMap::new(),
             parked_total: 0,
             resumed: 0,
+            parked_drops_unreported: 0,
         }
     }
 
@@ -280,6 +283,7 @@ impl Forwarder {
         if self.parked.len() >= self.config.park_capacity {
             self.parked.pop_front();
             self.drop(DropReason::NoRoute);
+            self.parked_drops_unreported += 1;
         }
         self.parked.push_back((now, relay));
         self.parked_total += 1;
@@ -320,7 +324,14 @@ impl Forwarder {
             }
             self.parked.pop_front();
             self.drop(DropReason::NoRoute);
+            self.parked_drops_unreported += 1;
         }
+    }
+
+    /// Parked relays dropped since the last call: they leave without a decision, so
+    /// the driver counts them from here.
+    pub fn take_parked_drops(&mut self) -> u64 {
+        std::mem::take(&mut self.parked_drops_unreported)
     }
 
     /// Decides what to do with a relay that arrived from a neighbor.
@@ -442,6 +453,7 @@ mod tests {
             f.handle_relay(Millis(0), relay(1, 9, 1, 5), Some(id(9))),
             Decision::Drop(DropReason::HopLimit)
         );
+        assert_eq!(f.dropped.get(&DropReason::HopLimit), Some(&1));
         let config = ForwardingConfig {
             park_ms: 0,
             ..ForwardingConfig::default()
@@ -490,6 +502,8 @@ mod tests {
         }
         assert_eq!(f.parked(), 2);
         assert_eq!(f.dropped.get(&DropReason::NoRoute), Some(&1));
+        assert_eq!(f.take_parked_drops(), 1);
+        assert_eq!(f.take_parked_drops(), 0);
         let ids: Vec<u64> = f.unpark(Millis(0), &id(9)).iter().map(|r| r.id).collect();
         assert_eq!(ids, vec![1, 2], "the oldest went first");
     }
