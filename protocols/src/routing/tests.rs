@@ -25,6 +25,19 @@ fn update(serial: u32, adverts: &[(usize, u16)]) -> RoutingMessage {
     }
 }
 
+/// An update about destination 9 alone, under `seqno`.
+fn update_9(serial: u32, seqno: u32, metric: u16) -> RoutingMessage {
+    RoutingMessage::Update {
+        serial,
+        adverts: vec![Advert {
+            destination: Destination::Full(id(9)),
+            seqno,
+            metric,
+        }],
+        digest: None,
+    }
+}
+
 /// Drains outputs meant for `to` (sent to it or broadcast).
 fn for_neighbor(r: &mut Routing, to: NodeId) -> Vec<RoutingMessage> {
     std::iter::from_fn(|| r.poll_output())
@@ -32,6 +45,17 @@ fn for_neighbor(r: &mut Routing, to: NodeId) -> Vec<RoutingMessage> {
             Output::Send(n, m) if n == to => Some(m),
             Output::Broadcast(m) => Some(m),
             _ => None,
+        })
+        .collect()
+}
+
+/// The adverts of the updates `r` has for `to`, in order.
+fn adverts_for(r: &mut Routing, to: NodeId) -> Vec<Advert> {
+    for_neighbor(r, to)
+        .into_iter()
+        .flat_map(|m| match m {
+            RoutingMessage::Update { adverts, .. } => adverts,
+            _ => vec![],
         })
         .collect()
 }
@@ -302,13 +326,7 @@ fn changes_name_known_destinations_by_short_id() {
     r.handle_message(now, id(2), update(1, &[(9, 100)]));
     let later = now.plus(1000);
     r.handle_timeout(later);
-    let first: Vec<Advert> = std::iter::from_fn(|| r.poll_output())
-        .filter_map(|o| match o {
-            Output::Broadcast(RoutingMessage::Update { adverts, .. }) => Some(adverts),
-            _ => None,
-        })
-        .flatten()
-        .collect();
+    let first = adverts_for(&mut r, id(2));
     assert!(
         first.contains(&Advert {
             destination: Destination::Full(id(9)),
@@ -320,13 +338,7 @@ fn changes_name_known_destinations_by_short_id() {
     // Moving to another next hop is told by short id: every neighbor was told the id.
     r.handle_message(later, id(3), update(1, &[(9, 10)]));
     r.handle_timeout(later.plus(1000));
-    let second: Vec<Advert> = std::iter::from_fn(|| r.poll_output())
-        .filter_map(|o| match o {
-            Output::Broadcast(RoutingMessage::Update { adverts, .. }) => Some(adverts),
-            _ => None,
-        })
-        .flatten()
-        .collect();
+    let second = adverts_for(&mut r, id(2));
     assert_eq!(
         second,
         vec![Advert {
@@ -692,21 +704,12 @@ fn a_newer_seqno_alone_is_told_only_back_along_a_requests_path() {
     let mut r = Routing::new(id(1), config.clone(), now);
     r.set_link(now, id(2), 100);
     r.set_link(now, id(3), 100);
-    let seqno_update = |serial, seqno| RoutingMessage::Update {
-        serial,
-        adverts: vec![Advert {
-            destination: Destination::Full(id(9)),
-            seqno,
-            metric: 100,
-        }],
-        digest: None,
-    };
-    r.handle_message(now, id(2), seqno_update(1, 0));
+    r.handle_message(now, id(2), update_9(1, 0, 100));
     now = now.plus(config.triggered_delay_ms);
     r.handle_timeout(now);
     let _ = for_neighbor(&mut r, id(3));
     // The destination moved to seqno 1: r follows, and tells no one.
-    r.handle_message(now, id(2), seqno_update(2, 1));
+    r.handle_message(now, id(2), update_9(2, 1, 100));
     assert_eq!(r.routes().next().map(|route| route.seqno), Some(1));
     now = now.plus(config.triggered_delay_ms);
     r.handle_timeout(now);
@@ -727,7 +730,7 @@ fn a_newer_seqno_alone_is_told_only_back_along_a_requests_path() {
         "{passed_on:?}"
     );
     // ... and the answer goes out at once.
-    r.handle_message(now, id(2), seqno_update(3, 2));
+    r.handle_message(now, id(2), update_9(3, 2, 100));
     now = now.plus(config.urgent_delay_ms);
     r.handle_timeout(now);
     let told = for_neighbor(&mut r, id(3));
@@ -820,33 +823,20 @@ fn a_destination_is_named_in_full_only_the_first_time() {
     r.set_link(now, id(3), 100);
     let told = |r: &mut Routing, now: Millis| -> Vec<Destination> {
         r.handle_timeout(now);
-        for_neighbor(r, id(3))
+        adverts_for(r, id(3))
             .into_iter()
-            .flat_map(|m| match m {
-                RoutingMessage::Update { adverts, .. } => adverts,
-                _ => vec![],
-            })
             .map(|a| a.destination)
             .collect()
     };
-    let seqno_update = |serial, seqno, metric| RoutingMessage::Update {
-        serial,
-        adverts: vec![Advert {
-            destination: Destination::Full(id(9)),
-            seqno,
-            metric,
-        }],
-        digest: None,
-    };
-    r.handle_message(now, id(2), seqno_update(1, 0, 100));
+    r.handle_message(now, id(2), update_9(1, 0, 100));
     now = now.plus(config.triggered_delay_ms);
     assert_eq!(told(&mut r, now), vec![Destination::Full(id(9))]);
     // Lost, and back under a newer seqno: 3 already knows 9's id.
-    r.handle_message(now, id(2), seqno_update(2, 0, INFINITY));
+    r.handle_message(now, id(2), update_9(2, 0, INFINITY));
     now = now.plus(config.triggered_delay_ms);
     let short = Destination::Short(ShortId::of(&id(9)));
     assert_eq!(told(&mut r, now), vec![short]);
-    r.handle_message(now, id(2), seqno_update(3, 1, 100));
+    r.handle_message(now, id(2), update_9(3, 1, 100));
     now = now.plus(config.triggered_delay_ms);
     assert_eq!(told(&mut r, now), vec![short]);
 }
@@ -871,16 +861,12 @@ fn told_about_9(r: &mut Routing, mut now: Millis, until: Millis) -> Vec<(u32, u1
     while now < until {
         now = now.plus(10);
         r.handle_timeout(now);
-        for m in for_neighbor(r, id(4)) {
-            if let RoutingMessage::Update { adverts, .. } = m {
-                told.extend(
-                    adverts
-                        .iter()
-                        .filter(|a| a.destination.short() == ShortId::of(&id(9)))
-                        .map(|a| (a.seqno, a.metric)),
-                );
-            }
-        }
+        told.extend(
+            adverts_for(r, id(4))
+                .into_iter()
+                .filter(|a| a.destination.short() == ShortId::of(&id(9)))
+                .map(|a| (a.seqno, a.metric)),
+        );
     }
     told
 }
