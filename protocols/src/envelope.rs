@@ -16,8 +16,9 @@ pub const VERSION: u8 = 1;
 
 /// The version byte of a [`Kind::Link`] envelope's compact wire form: the session frame
 /// alone, because the transport already names the sender and the frame authenticates
-/// itself (see [`Envelope::encode`]).
-pub const LINK_FRAME_VERSION: u8 = 2;
+/// itself (see [`Envelope::encode`]). Version 3 writes the frame without a length (it is
+/// the rest of the message) and inside it the envelope without a signature field.
+pub const LINK_FRAME_VERSION: u8 = 3;
 
 /// Largest encoded envelope accepted from the network. Bounds memory per message before
 /// anything is parsed.
@@ -243,11 +244,10 @@ impl Envelope {
     /// most envelopes. Read it back with [`Envelope::decode_from`].
     pub fn encode(&self) -> Vec<u8> {
         if self.kind == Kind::Link {
-            let wire = FrameWire {
-                version: LINK_FRAME_VERSION,
-                frame: self.payload.clone(),
-            };
-            return postcard::to_stdvec(&wire).unwrap_or_default();
+            let mut out = Vec::with_capacity(1 + self.payload.len());
+            out.push(LINK_FRAME_VERSION);
+            out.extend_from_slice(&self.payload);
+            return out;
         }
         let (signature_r, signature_s) = split_signature(&self.signature);
         let wire = Wire {
@@ -281,20 +281,14 @@ impl Envelope {
     /// Decodes an envelope that arrived over the link to `link_peer`: either form, the
     /// compact link frame taking its sender from the link.
     pub fn decode_from(link_peer: NodeId, bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
-        if bytes.first() != Some(&LINK_FRAME_VERSION) {
-            return Envelope::decode(bytes);
+        match bytes.split_first() {
+            Some((&LINK_FRAME_VERSION, frame)) if bytes.len() <= MAX_ENVELOPE_BYTES => {
+                Ok(Envelope::link_frame(link_peer, frame.to_vec()))
+            }
+            Some((&LINK_FRAME_VERSION, _)) => Err(EnvelopeError::TooLarge(bytes.len())),
+            _ => Envelope::decode(bytes),
         }
-        let wire: FrameWire = decode_wire(bytes, LINK_FRAME_VERSION)?;
-        Ok(Envelope::link_frame(link_peer, wire.frame))
     }
-}
-
-/// A [`Kind::Link`] envelope on the wire.
-#[derive(Serialize, Deserialize)]
-struct FrameWire {
-    version: u8,
-    #[serde(with = "crate::wire_bytes")]
-    frame: Vec<u8>,
 }
 
 /// An envelope as it travels inside a link frame ([`Envelope::encode_in_link`]).
@@ -304,8 +298,6 @@ struct LinkWire {
     kind: u16,
     #[serde(with = "crate::wire_bytes")]
     payload: Vec<u8>,
-    /// `None` for an unsigned (link-local) envelope.
-    signature: Option<([u8; 32], [u8; 32])>,
 }
 
 impl Envelope {
@@ -313,15 +305,12 @@ impl Envelope {
     /// session authenticates) and without a signature, 96 bytes less than
     /// [`Envelope::encode`] on every envelope a link carries. A signature would prove
     /// nothing there: what arrives in the session is the peer's, whose keys came from a
-    /// handshake it signed, so the receiver checks none. (The field stays in the form,
-    /// always empty, so frames from older builds still open.)
+    /// handshake it signed, so the receiver checks none.
     pub fn encode_in_link(&self) -> Vec<u8> {
-        let signature = None;
         let wire = LinkWire {
             version: self.version,
             kind: self.kind.code(),
             payload: self.payload.clone(),
-            signature,
         };
         postcard::to_stdvec(&wire).unwrap_or_default()
     }
@@ -330,17 +319,12 @@ impl Envelope {
     /// the same checks as [`Envelope::decode`].
     pub fn decode_in_link(from: NodeId, bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
         let wire: LinkWire = decode_wire(bytes, VERSION)?;
-        let mut signature = [0u8; 64];
-        if let Some((r, s)) = wire.signature {
-            signature[..32].copy_from_slice(&r);
-            signature[32..].copy_from_slice(&s);
-        }
         Ok(Envelope {
             version: wire.version,
             kind: Kind::from_code(wire.kind)?,
             from,
             payload: wire.payload,
-            signature,
+            signature: [0; 64],
         })
     }
 }
@@ -411,11 +395,11 @@ mod tests {
         assert_eq!(arrived.signature, [0; 64]);
         assert_eq!(
             signed.encode().len() - signed.encode_in_link().len(),
-            96 - 1
+            96
         );
         assert_eq!(
             unsigned.encode().len() - unsigned.encode_in_link().len(),
-            96 - 1
+            96
         );
         assert!(Envelope::decode_in_link(identity.id(), &[]).is_err());
         assert!(Envelope::decode_in_link(identity.id(), &[VERSION, 99]).is_err());
@@ -430,7 +414,7 @@ mod tests {
         let peer = identity().id();
         let frame = Envelope::link_frame(peer, b"sealed bytes".to_vec());
         let bytes = frame.encode();
-        assert_eq!(bytes.len(), 1 + 1 + 12);
+        assert_eq!(bytes.len(), 1 + 12);
         assert_eq!(bytes[0], LINK_FRAME_VERSION);
         assert_eq!(Envelope::decode_from(peer, &bytes), Ok(frame));
         // Without the link there is no sender to give it.
@@ -441,12 +425,23 @@ mod tests {
         // The full form still decodes through the same door.
         let beacon = Envelope::seal(&identity(), Kind::Beacon, b"hello".to_vec());
         assert_eq!(Envelope::decode_from(peer, &beacon.encode()), Ok(beacon));
-        let mut trailing = bytes.clone();
-        trailing.push(0);
+        let mut full_form = beacon_bytes_with_trailing_byte();
         assert_eq!(
-            Envelope::decode_from(peer, &trailing),
+            Envelope::decode_from(peer, &full_form),
             Err(EnvelopeError::TrailingBytes)
         );
+        // The frame is the rest of the message, bounded like any envelope.
+        full_form = vec![LINK_FRAME_VERSION; MAX_ENVELOPE_BYTES + 1];
+        assert_eq!(
+            Envelope::decode_from(peer, &full_form),
+            Err(EnvelopeError::TooLarge(MAX_ENVELOPE_BYTES + 1))
+        );
+    }
+
+    fn beacon_bytes_with_trailing_byte() -> Vec<u8> {
+        let mut bytes = Envelope::seal(&identity(), Kind::Beacon, b"hi".to_vec()).encode();
+        bytes.push(0);
+        bytes
     }
 
     #[test]

@@ -55,15 +55,18 @@ pub struct TrafficStats {
     /// Bytes sent by envelope kind code (index 0: unrecognized), for the overhead report.
     /// A link frame counts under the kind of the envelope it carries.
     pub bytes_by_kind: [u64; KIND_SLOTS],
+    /// Transmissions by the same kind codes: with the bytes, the mean size, which tells
+    /// how much of a kind's cost is per-message framing and sealing.
+    #[serde(default)]
+    pub messages_by_kind: [u64; KIND_SLOTS],
 }
 
 impl TrafficStats {
     /// What was sent after `earlier`, a snapshot of the same counters.
     pub fn since(&self, earlier: &TrafficStats) -> TrafficStats {
-        let mut bytes_by_kind = self.bytes_by_kind;
-        for (now, then) in bytes_by_kind.iter_mut().zip(earlier.bytes_by_kind) {
-            *now = now.saturating_sub(then);
-        }
+        let minus = |now: [u64; KIND_SLOTS], then: [u64; KIND_SLOTS]| {
+            std::array::from_fn(|i| now[i].saturating_sub(then[i]))
+        };
         TrafficStats {
             envelopes_sent: self.envelopes_sent.saturating_sub(earlier.envelopes_sent),
             envelopes_delivered: self
@@ -74,12 +77,13 @@ impl TrafficStats {
                 .saturating_sub(earlier.envelopes_dropped),
             bytes_sent: self.bytes_sent.saturating_sub(earlier.bytes_sent),
             data_bytes_sent: self.data_bytes_sent.saturating_sub(earlier.data_bytes_sent),
-            bytes_by_kind,
+            bytes_by_kind: minus(self.bytes_by_kind, earlier.bytes_by_kind),
+            messages_by_kind: minus(self.messages_by_kind, earlier.messages_by_kind),
         }
     }
 }
 
-/// Slots of [`NetStats::bytes_by_kind`]: every kind code, and 0.
+/// Slots of [`TrafficStats::bytes_by_kind`]: every kind code, and 0.
 pub const KIND_SLOTS: usize = 9;
 
 /// A link, named by its two ends in ascending order.
@@ -412,6 +416,7 @@ impl SimNetwork {
             state.stats.data_bytes_sent += bytes.len() as u64;
         }
         state.stats.bytes_by_kind[code.min(KIND_SLOTS - 1)] += bytes.len() as u64;
+        state.stats.messages_by_kind[code.min(KIND_SLOTS - 1)] += 1;
         if state.cuts.contains_key(&link_key(from, to)) {
             state.stats.envelopes_dropped += 1;
             return;

@@ -133,6 +133,10 @@ pub struct OverheadReport {
     pub control_bytes_per_node_per_s: f64,
     /// The same, by envelope kind (beacon, routing, probe, ...).
     pub bytes_per_node_per_s_by_kind: std::collections::BTreeMap<String, f64>,
+    /// Messages sent per node and virtual second, by kind. Each costs its framing and
+    /// seal (about 35 bytes) whatever it carries.
+    #[serde(default)]
+    pub messages_per_node_per_s_by_kind: std::collections::BTreeMap<String, f64>,
     pub data_bytes: u64,
     /// The same rates counted only from when the scenario's load begins (its traffic,
     /// churn or first fault), once the mesh has formed: what the mesh costs to keep
@@ -146,6 +150,8 @@ pub struct WindowOverhead {
     pub from_s: f64,
     pub control_bytes_per_node_per_s: f64,
     pub bytes_per_node_per_s_by_kind: std::collections::BTreeMap<String, f64>,
+    #[serde(default)]
+    pub messages_per_node_per_s_by_kind: std::collections::BTreeMap<String, f64>,
 }
 
 impl Report {
@@ -305,7 +311,10 @@ impl fmt::Display for Report {
             f,
             "overhead: {:.0} control bytes per node per second ({})",
             self.overhead.control_bytes_per_node_per_s,
-            by_kind(&self.overhead.bytes_per_node_per_s_by_kind)
+            by_kind(
+                &self.overhead.bytes_per_node_per_s_by_kind,
+                &self.overhead.messages_per_node_per_s_by_kind
+            )
         )?;
         if let Some(window) = &self.overhead.under_load {
             writeln!(
@@ -313,7 +322,10 @@ impl fmt::Display for Report {
                 "overhead under load (from {:.0} s): {:.0} control bytes per node per second ({})",
                 window.from_s,
                 window.control_bytes_per_node_per_s,
-                by_kind(&window.bytes_per_node_per_s_by_kind)
+                by_kind(
+                    &window.bytes_per_node_per_s_by_kind,
+                    &window.messages_per_node_per_s_by_kind
+                )
             )?;
         }
         if let Some(rtt) = d.mean_rtt_ms {
@@ -358,12 +370,19 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// "beacon 3035, crdt 1200, …": control kinds only (relays are data).
-fn by_kind(rates: &std::collections::BTreeMap<String, f64>) -> String {
-    rates
+/// "beacon 3035 (9.1 msg), crdt 1200 (2.0 msg), …": bytes and, where counted, messages
+/// per node and second of the control kinds only (relays are data).
+fn by_kind(
+    bytes: &std::collections::BTreeMap<String, f64>,
+    messages: &std::collections::BTreeMap<String, f64>,
+) -> String {
+    bytes
         .iter()
         .filter(|(kind, _)| kind.as_str() != "relay")
-        .map(|(kind, b)| format!("{kind} {b:.0}"))
+        .map(|(kind, b)| match messages.get(kind) {
+            Some(m) => format!("{kind} {b:.0} ({m:.1} msg)"),
+            None => format!("{kind} {b:.0}"),
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }

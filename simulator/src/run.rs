@@ -252,21 +252,21 @@ async fn simulate(
         }
     };
     let nodes = scenario.nodes as f64;
-    let (control_bytes_per_node_per_s, bytes_per_node_per_s_by_kind) =
-        overhead_rates(&traffic, nodes, virtual_seconds);
+    let whole = overhead_rates(&traffic, nodes, virtual_seconds);
     let under_load = at_load_start.map(|(from, then)| {
         let from_s = from.as_secs_f64();
-        let (control, by_kind) =
-            overhead_rates(&traffic.since(&then), nodes, virtual_seconds - from_s);
+        let window = overhead_rates(&traffic.since(&then), nodes, virtual_seconds - from_s);
         WindowOverhead {
             from_s,
-            control_bytes_per_node_per_s: control,
-            bytes_per_node_per_s_by_kind: by_kind,
+            control_bytes_per_node_per_s: window.control_bytes,
+            bytes_per_node_per_s_by_kind: window.bytes_by_kind,
+            messages_per_node_per_s_by_kind: window.messages_by_kind,
         }
     });
     let overhead = OverheadReport {
-        control_bytes_per_node_per_s,
-        bytes_per_node_per_s_by_kind,
+        control_bytes_per_node_per_s: whole.control_bytes,
+        bytes_per_node_per_s_by_kind: whole.bytes_by_kind,
+        messages_per_node_per_s_by_kind: whole.messages_by_kind,
         data_bytes: traffic.data_bytes_sent,
         under_load,
     };
@@ -545,28 +545,33 @@ async fn measure_routing(
     })
 }
 
-/// Control bytes (everything but relayed data) and bytes by envelope kind, per node and
-/// virtual second.
-fn overhead_rates(
-    traffic: &TrafficStats,
-    nodes: f64,
-    seconds: f64,
-) -> (f64, BTreeMap<String, f64>) {
-    let per_node_s = |bytes: u64| bytes as f64 / nodes / seconds.max(1e-9);
-    let by_kind = traffic
-        .bytes_by_kind
-        .iter()
-        .enumerate()
-        .filter(|(_, bytes)| **bytes > 0)
-        .map(|(code, bytes)| {
-            let kind = x0_protocols::Kind::from_code(code as u16)
-                .map_or("other", |k| k.name())
-                .to_string();
-            (kind, per_node_s(*bytes))
-        })
-        .collect();
-    (
-        per_node_s(traffic.bytes_sent - traffic.data_bytes_sent),
-        by_kind,
-    )
+/// Control bytes (everything but relayed data), and bytes and messages by envelope
+/// kind, per node and virtual second.
+fn overhead_rates(traffic: &TrafficStats, nodes: f64, seconds: f64) -> Rates {
+    let per_node_s = |count: u64| count as f64 / nodes / seconds.max(1e-9);
+    let by_kind = |counts: &[u64]| -> BTreeMap<String, f64> {
+        counts
+            .iter()
+            .enumerate()
+            .filter(|(_, count)| **count > 0)
+            .map(|(code, count)| {
+                let kind = x0_protocols::Kind::from_code(code as u16)
+                    .map_or("other", |k| k.name())
+                    .to_string();
+                (kind, per_node_s(*count))
+            })
+            .collect()
+    };
+    Rates {
+        control_bytes: per_node_s(traffic.bytes_sent - traffic.data_bytes_sent),
+        bytes_by_kind: by_kind(&traffic.bytes_by_kind),
+        messages_by_kind: by_kind(&traffic.messages_by_kind),
+    }
+}
+
+/// What [`overhead_rates`] finds.
+struct Rates {
+    control_bytes: f64,
+    bytes_by_kind: BTreeMap<String, f64>,
+    messages_by_kind: BTreeMap<String, f64>,
 }

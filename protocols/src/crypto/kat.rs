@@ -217,8 +217,10 @@ const PINNED_HS_SESSION_ID: &str =
     "4f0a9015d286b1099b8e126fdc2066a5bdc22c48cb94e94f517de8e563a14bde";
 const PINNED_HS_I2R_KEY: &str = "6620d0151ae71b3c5ab004353d045d44e0e815cf78b8d49d3ed43d3a92c721d0";
 const PINNED_HS_R2I_KEY: &str = "6b32510f3b777469098901e58acd2d69dd27f5c0531c5829df0989fad6e41eb0";
-const PINNED_HS_FIRST_FRAME: &str =
-    "0100000000000000000000000016649e63fe3f090178c5358e36fee60f4dc5a65616";
+/// Frame version 2: version, epoch 0 and counter 0 as one-byte varints, then the
+/// ciphertext and tag (the ciphertext is the one version 1 had; the tag differs because
+/// the header it authenticates does).
+const PINNED_HS_FIRST_FRAME: &str = "02000016649e63fee92c60bba39921acdd8eac9e06526c14";
 const PINNED_SEAL_CIPHERTEXT: &str = "71ebf7163aa7d94aa36e4508f5b7f5ac394afc8979eb551ba39e";
 const PINNED_SEAL_EPHEMERAL: &str =
     "4f5aeddc6d5793a0c7c4c42c18eef4316511fed3276858fce446a1ac32f9986a";

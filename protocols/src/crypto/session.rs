@@ -1,9 +1,12 @@
 //! An established session: per-direction ChaCha20-Poly1305 keys, counter nonces, a
 //! sliding replay window and deterministic rekeying.
 //!
-//! A frame is `version (1) | epoch (u32 BE) | counter (u64 BE) | ciphertext || tag`. The
-//! 12 bytes `epoch || counter` are the AEAD nonce, and the 13-byte header is authenticated
-//! as associated data ahead of the caller's own `aad`.
+//! A frame is `version (1) | epoch (varint) | counter (varint) | ciphertext || tag`. The
+//! nonce is `epoch (u32 BE) || counter (u64 BE)`, and the header, as sent, is
+//! authenticated as associated data ahead of the caller's own `aad`. Varints (LEB128, the
+//! shortest form only) make the header 4 or 5 bytes for most of a session's life instead
+//! of 13: at 1000 nodes a node seals about a hundred small frames a second, and the fixed
+//! header was a sixth of each beacon.
 //!
 //! The counter is per direction, starts at 0 and never resets, so one replay window covers
 //! the whole session. The key changes in *epochs*: the sender moves to epoch `e + 1` after
@@ -24,13 +27,13 @@ use super::hybrid::expand;
 use crate::{Millis, NodeId};
 
 /// The frame format version this build writes and accepts.
-pub const FRAME_VERSION: u8 = 1;
-/// Header bytes ahead of the ciphertext: version, epoch, counter.
-pub const FRAME_HEADER_LEN: usize = 1 + 4 + 8;
+pub const FRAME_VERSION: u8 = 2;
+/// Most header bytes ahead of the ciphertext: version, epoch and counter as varints.
+pub const MAX_FRAME_HEADER_LEN: usize = 1 + 5 + 10;
 /// Largest plaintext one frame carries (the envelope limit).
 pub const MAX_FRAME_PLAINTEXT: usize = 1 << 20;
 /// Largest frame accepted from the network.
-pub const MAX_FRAME_BYTES: usize = FRAME_HEADER_LEN + MAX_FRAME_PLAINTEXT + TAG_LEN;
+pub const MAX_FRAME_BYTES: usize = MAX_FRAME_HEADER_LEN + MAX_FRAME_PLAINTEXT + TAG_LEN;
 /// Width of the replay window in counters.
 pub const REPLAY_WINDOW: u64 = 1024;
 /// How many epochs ahead of the current one a frame may be (all frames of the epochs in
@@ -66,6 +69,8 @@ pub enum SessionError {
     TooLarge(usize),
     #[error("unknown frame version {0} (this build speaks {FRAME_VERSION})")]
     UnsupportedVersion(u8),
+    #[error("frame header is malformed (overlong or overflowing varint)")]
+    MalformedHeader,
     #[error("plaintext of {0} bytes exceeds the limit of {MAX_FRAME_PLAINTEXT}")]
     PlaintextTooLarge(usize),
     #[error("frame {0} was already received (replay)")]
@@ -89,6 +94,7 @@ impl SessionError {
             SessionError::Truncated(_) => "truncated",
             SessionError::TooLarge(_) => "too_large",
             SessionError::UnsupportedVersion(_) => "unsupported_version",
+            SessionError::MalformedHeader => "malformed_header",
             SessionError::PlaintextTooLarge(_) => "plaintext_too_large",
             SessionError::Replayed(_) => "replayed",
             SessionError::TooOld { .. } => "too_old",
@@ -120,11 +126,11 @@ impl fmt::Debug for Frame {
 }
 
 impl Frame {
-    fn header(epoch: u32, counter: u64) -> [u8; FRAME_HEADER_LEN] {
-        let mut h = [0u8; FRAME_HEADER_LEN];
-        h[0] = FRAME_VERSION;
-        h[1..5].copy_from_slice(&epoch.to_be_bytes());
-        h[5..].copy_from_slice(&counter.to_be_bytes());
+    fn header(epoch: u32, counter: u64) -> Vec<u8> {
+        let mut h = Vec::with_capacity(MAX_FRAME_HEADER_LEN);
+        h.push(FRAME_VERSION);
+        put_varint(&mut h, u64::from(epoch));
+        put_varint(&mut h, counter);
         h
     }
 
@@ -136,8 +142,7 @@ impl Frame {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(FRAME_HEADER_LEN + self.ciphertext.len());
-        out.extend_from_slice(&Frame::header(self.epoch, self.counter));
+        let mut out = Frame::header(self.epoch, self.counter);
         out.extend_from_slice(&self.ciphertext);
         out
     }
@@ -148,30 +153,61 @@ impl Frame {
         if bytes.len() > MAX_FRAME_BYTES {
             return Err(SessionError::TooLarge(bytes.len()));
         }
-        if let Some(&version) = bytes.first()
-            && version != FRAME_VERSION
-        {
+        let truncated = || SessionError::Truncated(bytes.len());
+        let (&version, rest) = bytes.split_first().ok_or_else(truncated)?;
+        if version != FRAME_VERSION {
             return Err(SessionError::UnsupportedVersion(version));
         }
-        if bytes.len() < FRAME_HEADER_LEN + TAG_LEN {
-            return Err(SessionError::Truncated(bytes.len()));
+        let (epoch, rest) = take_varint(rest).ok_or_else(truncated)??;
+        let epoch = u32::try_from(epoch).map_err(|_| SessionError::MalformedHeader)?;
+        let (counter, rest) = take_varint(rest).ok_or_else(truncated)??;
+        if rest.len() < TAG_LEN {
+            return Err(truncated());
         }
-        let mut epoch = [0u8; 4];
-        epoch.copy_from_slice(&bytes[1..5]);
-        let mut counter = [0u8; 8];
-        counter.copy_from_slice(&bytes[5..FRAME_HEADER_LEN]);
         Ok(Frame {
-            epoch: u32::from_be_bytes(epoch),
-            counter: u64::from_be_bytes(counter),
-            ciphertext: bytes[FRAME_HEADER_LEN..].to_vec(),
+            epoch,
+            counter,
+            ciphertext: rest.to_vec(),
         })
     }
 }
 
-/// The associated data the AEAD authenticates: the fixed-length header, then the caller's.
+/// Appends `value` as an unsigned LEB128 varint.
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// Reads an unsigned LEB128 varint off the front of `bytes`: `None` when the bytes end
+/// inside it, an error when it is longer than the value needs (so each header has one
+/// encoding) or overflows a u64.
+fn take_varint(bytes: &[u8]) -> Option<Result<(u64, &[u8]), SessionError>> {
+    let mut value = 0u64;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        let bits = u64::from(byte & 0x7f);
+        if i == 9 && byte > 1 {
+            return Some(Err(SessionError::MalformedHeader));
+        }
+        value |= bits << (7 * i);
+        if byte & 0x80 == 0 {
+            if byte == 0 && i > 0 {
+                return Some(Err(SessionError::MalformedHeader));
+            }
+            return Some(Ok((value, &bytes[i + 1..])));
+        }
+    }
+    if bytes.len() >= 10 {
+        return Some(Err(SessionError::MalformedHeader));
+    }
+    None
+}
+
+/// The associated data the AEAD authenticates: the header, then the caller's.
 fn frame_aad(epoch: u32, counter: u64, aad: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(FRAME_HEADER_LEN + aad.len());
-    out.extend_from_slice(&Frame::header(epoch, counter));
+    let mut out = Frame::header(epoch, counter);
     out.extend_from_slice(aad);
     out
 }
@@ -547,7 +583,8 @@ mod tests {
     fn frames_round_trip_both_ways_with_associated_data() {
         let (mut a, mut b) = pair(RekeyPolicy::default());
         let f = a.seal(Millis(5), b"ping", b"route-7").expect("seal");
-        assert_eq!(f.len(), FRAME_HEADER_LEN + 4 + TAG_LEN);
+        // Version, epoch 0 and counter 0 in one byte each.
+        assert_eq!(f.len(), 3 + 4 + TAG_LEN);
         assert_eq!(b.open(&f, b"route-7").expect("open"), b"ping");
         let g = b.seal(Millis(6), b"pong", b"").expect("seal");
         assert_eq!(a.open(&g, b"").expect("open"), b"pong");
@@ -587,6 +624,7 @@ mod tests {
                         err,
                         SessionError::AuthenticationFailed
                             | SessionError::UnsupportedVersion(_)
+                            | SessionError::MalformedHeader
                             | SessionError::EpochTooFarAhead { .. }
                     ),
                     "byte {i}: {err:?}"
@@ -798,8 +836,12 @@ mod tests {
         );
         assert_eq!(Frame::decode(&[]), Err(SessionError::Truncated(0)));
         assert_eq!(
-            Frame::decode(&[FRAME_VERSION; 28]),
-            Err(SessionError::Truncated(28))
+            Frame::decode(&[FRAME_VERSION; 17]),
+            Err(SessionError::Truncated(17))
+        );
+        assert_eq!(
+            Frame::decode(&[FRAME_VERSION, 0x80]),
+            Err(SessionError::Truncated(2))
         );
         assert_eq!(
             Frame::decode(&[7; 40]),
@@ -809,6 +851,45 @@ mod tests {
         assert_eq!(
             Frame::decode(&huge),
             Err(SessionError::TooLarge(MAX_FRAME_BYTES + 1))
+        );
+    }
+
+    #[test]
+    fn headers_are_short_varints_with_one_encoding_each() {
+        for (epoch, counter, header_len) in [
+            (0, 0, 3),
+            (1, 127, 3),
+            (1, 128, 4),
+            (200, 1 << 20, 6),
+            (u32::MAX, u64::MAX, MAX_FRAME_HEADER_LEN),
+        ] {
+            let frame = Frame {
+                epoch,
+                counter,
+                ciphertext: vec![9; TAG_LEN],
+            };
+            let bytes = frame.encode();
+            assert_eq!(bytes.len(), header_len + TAG_LEN, "{epoch} {counter}");
+            assert_eq!(Frame::decode(&bytes), Ok(frame));
+        }
+        let tag = [9u8; TAG_LEN];
+        let with_tag = |header: &[u8]| [header, &tag].concat();
+        // Counter 1 written in two bytes: same value, a second encoding.
+        assert_eq!(
+            Frame::decode(&with_tag(&[FRAME_VERSION, 0, 0x81, 0x00])),
+            Err(SessionError::MalformedHeader)
+        );
+        // An epoch beyond u32, and a counter beyond u64.
+        assert_eq!(
+            Frame::decode(&with_tag(&[FRAME_VERSION, 0x80, 0x80, 0x80, 0x80, 0x10, 0])),
+            Err(SessionError::MalformedHeader)
+        );
+        let mut overflow = vec![FRAME_VERSION, 0];
+        overflow.extend([0xff; 9]);
+        overflow.push(0x02);
+        assert_eq!(
+            Frame::decode(&with_tag(&overflow)),
+            Err(SessionError::MalformedHeader)
         );
     }
 
