@@ -134,7 +134,10 @@ fn overhead_under_load_is_counted_from_when_the_load_starts() {
     let messages = routing(&window.messages_per_node_per_s_by_kind);
     assert!(messages > 0.0, "{loaded}");
     let mean_bytes = routing(&window.bytes_per_node_per_s_by_kind) / messages;
-    assert!((30.0..2_000.0).contains(&mean_bytes), "{mean_bytes} B per message");
+    assert!(
+        (30.0..2_000.0).contains(&mean_bytes),
+        "{mean_bytes} B per message"
+    );
 }
 
 #[test]

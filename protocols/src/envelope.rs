@@ -393,10 +393,7 @@ mod tests {
             Envelope::decode_in_link(identity.id(), &signed.encode_in_link()).expect("decodes");
         assert_eq!(arrived.payload, signed.payload);
         assert_eq!(arrived.signature, [0; 64]);
-        assert_eq!(
-            signed.encode().len() - signed.encode_in_link().len(),
-            96
-        );
+        assert_eq!(signed.encode().len() - signed.encode_in_link().len(), 96);
         assert_eq!(
             unsigned.encode().len() - unsigned.encode_in_link().len(),
             96

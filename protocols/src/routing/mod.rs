@@ -668,15 +668,15 @@ impl Routing {
         serial: u32,
         digest: &Digest,
     ) -> BucketMask {
-        let mut mine = [0u32; BUCKETS];
+        let mut mine = Digest::default();
         for dest in &self.dests {
             if let Some(h) = dest.heard_from(neighbor).filter(|h| h.metric != INFINITY) {
-                let sum = &mut mine[bucket(dest.short)];
+                let sum = &mut mine.0[bucket(dest.short)];
                 *sum = sum.wrapping_add(advert_hash(dest.short, h.seqno, h.metric));
             }
         }
         let differing: BucketMask = (0..BUCKETS)
-            .filter(|&b| mine[b] != digest[b])
+            .filter(|&b| mine.0[b] != digest.0[b])
             .fold(0, |mask, b| mask | 1 << b);
         let mut starved = Vec::new();
         for (slot, dest) in self.dests.iter_mut().enumerate() {
@@ -752,10 +752,10 @@ impl Routing {
 
     /// Fingerprints of our advertised table, per bucket.
     fn digest(&self) -> Digest {
-        let mut sums = [0u32; BUCKETS];
+        let mut sums = Digest::default();
         for dest in &self.dests {
             if let Some((seqno, metric)) = dest.advertised {
-                let sum = &mut sums[bucket(dest.short)];
+                let sum = &mut sums.0[bucket(dest.short)];
                 *sum = sum.wrapping_add(advert_hash(dest.short, seqno, metric));
             }
         }
@@ -938,12 +938,14 @@ impl Routing {
                     })
                     .min();
                 let hold = self.config.retraction_hold_ms;
+                let mut next_hop_asked = false;
                 if let Some(current) = current {
                     // A next hop that retracted has held its retraction already (or had
                     // no one to ask): holding ours too would add up hop after hop.
                     let retracted = self.dests[slot as usize]
                         .heard_from(current.next_hop)
                         .is_some_and(|h| h.metric == INFINITY);
+                    next_hop_asked = retracted;
                     self.dests[slot as usize].selected = None;
                     self.route_count -= 1;
                     if unfeasible.is_some() && hold > 0 && !retracted {
@@ -962,8 +964,10 @@ impl Routing {
                     // Nobody is left to answer: retract now.
                     self.retract(slot);
                 }
-                if let Some((_, via)) = unfeasible {
-                    self.request_seqno(now, slot, via);
+                match unfeasible {
+                    Some(_) if next_hop_asked => self.await_next_hops_request(now, slot),
+                    Some((_, via)) => self.request_seqno(now, slot, via),
+                    None => {}
                 }
             }
         }
@@ -975,6 +979,28 @@ impl Routing {
             dest.dirty = true;
             self.dirty.push(slot);
         }
+    }
+
+    /// Our next hop retracted the route: it asked for a newer seqno and heard nothing
+    /// for the hold, or had nobody to ask. Its request may still be answered, and the
+    /// answer reaches us as its new route; and when the destination is gone, as it mostly
+    /// is, a request of our own would be lost too. At 1000 nodes under churn every node
+    /// asking in the wave of a departed node's retractions was most of the seqno
+    /// requests. So we wait a request interval as if we had asked, then ask (the retry of
+    /// `retry_requests`) whoever still advertises a route by then.
+    fn await_next_hops_request(&mut self, now: Millis, slot: Slot) {
+        let interval = self.config.request_interval_ms;
+        let dest = &mut self.dests[slot as usize];
+        if dest.last_request.is_some_and(|at| now.since(at) < interval) {
+            return;
+        }
+        dest.last_request = Some(now);
+        let seqno = dest.feasibility.map_or(0, |fd| fd.seqno.saturating_add(1));
+        if !dest.awaiting.is_some_and(|(wanted, _)| wanted >= seqno) {
+            dest.awaiting = Some((seqno, now));
+        }
+        let retry = now.plus(interval);
+        self.next_retry = Some(self.next_retry.map_or(retry, |at| at.min(retry)));
     }
 
     fn request_seqno(&mut self, now: Millis, slot: Slot, via: Slot) {

@@ -952,3 +952,50 @@ fn a_retraction_from_the_next_hop_is_passed_on_without_a_hold() {
     let told = told_about_9(&mut r, now, now.plus(config.triggered_delay_ms + 10));
     assert_eq!(told, vec![(0, INFINITY)]);
 }
+
+/// Seqno requests for 9 that `r` sends by `until`, ticking every 10 ms, and to whom.
+fn requests_for_9(r: &mut Routing, mut now: Millis, until: Millis) -> Vec<NodeId> {
+    let mut asked = vec![];
+    loop {
+        asked.extend(
+            std::iter::from_fn(|| r.poll_output()).filter_map(|o| match o {
+                Output::Send(to, RoutingMessage::SeqnoRequest { destination, .. })
+                    if destination == ShortId::of(&id(9)) =>
+                {
+                    Some(to)
+                }
+                _ => None,
+            }),
+        );
+        if now >= until {
+            return asked;
+        }
+        now = now.plus(10);
+        r.handle_timeout(now);
+    }
+}
+
+#[test]
+fn a_retraction_from_the_next_hop_is_asked_about_only_if_still_unanswered_later() {
+    // The next hop asked already: its answer, or nobody's, will come. r asks on its own
+    // only when a request interval has passed without a route.
+    let config = RoutingConfig::default();
+    let now = Millis(0);
+    let mut r = holding_router(now);
+    r.handle_message(now, id(2), update(2, &[(9, INFINITY)]));
+    assert_eq!(r.next_hop(&id(9)), None);
+    let later = now.plus(config.request_interval_ms);
+    assert_eq!(requests_for_9(&mut r, now, Millis(later.0 - 10)), vec![]);
+    // 3 still has its (unfeasible) route a request interval on: now r asks it.
+    assert_eq!(requests_for_9(&mut r, later, later.plus(10)), vec![id(3)]);
+
+    // The same, but the answer to the next hop's request comes in time: no request.
+    let mut r = holding_router(now);
+    r.handle_message(now, id(2), update(2, &[(9, INFINITY)]));
+    let answer_at = now.plus(config.request_interval_ms / 2);
+    assert_eq!(requests_for_9(&mut r, now, answer_at), vec![]);
+    r.handle_message(answer_at, id(2), update_9(3, 1, 100));
+    assert_eq!(r.next_hop(&id(9)), Some(id(2)));
+    let end = answer_at.plus(config.request_interval_ms * 3);
+    assert_eq!(requests_for_9(&mut r, answer_at, end), vec![]);
+}
