@@ -989,25 +989,17 @@ impl Routing {
     /// requests. So we wait a request interval as if we had asked, then ask (the retry of
     /// `retry_requests`) whoever still advertises a route by then.
     fn await_next_hops_request(&mut self, now: Millis, slot: Slot) {
-        let interval = self.config.request_interval_ms;
-        let dest = &mut self.dests[slot as usize];
-        if dest.last_request.is_some_and(|at| now.since(at) < interval) {
-            return;
-        }
-        dest.last_request = Some(now);
-        let seqno = dest.feasibility.map_or(0, |fd| fd.seqno.saturating_add(1));
-        if !dest.awaiting.is_some_and(|(wanted, _)| wanted >= seqno) {
-            dest.awaiting = Some((seqno, now));
-        }
-        let retry = now.plus(interval);
-        self.next_retry = Some(self.next_retry.map_or(retry, |at| at.min(retry)));
+        let _ = self.open_request(now, slot);
     }
 
-    fn request_seqno(&mut self, now: Millis, slot: Slot, via: Slot) {
+    /// Notes a seqno request for `slot` as sent now and schedules its resend. Returns the
+    /// seqno to ask for and whether the request is a resend, or `None` when one went out
+    /// less than a request interval ago.
+    fn open_request(&mut self, now: Millis, slot: Slot) -> Option<(u32, bool)> {
         let interval = self.config.request_interval_ms;
         let dest = &mut self.dests[slot as usize];
         if dest.last_request.is_some_and(|at| now.since(at) < interval) {
-            return;
+            return None;
         }
         dest.last_request = Some(now);
         let seqno = dest.feasibility.map_or(0, |fd| fd.seqno.saturating_add(1));
@@ -1019,6 +1011,14 @@ impl Routing {
         }
         let retry = now.plus(interval);
         self.next_retry = Some(self.next_retry.map_or(retry, |at| at.min(retry)));
+        Some((seqno, resend))
+    }
+
+    fn request_seqno(&mut self, now: Millis, slot: Slot, via: Slot) {
+        let Some((seqno, resend)) = self.open_request(now, slot) else {
+            return;
+        };
+        let dest = &self.dests[slot as usize];
         let request = RoutingMessage::SeqnoRequest {
             destination: dest.short,
             seqno,
