@@ -134,7 +134,7 @@ pub struct OverheadReport {
     /// The same, by envelope kind (beacon, routing, probe, ...).
     pub bytes_per_node_per_s_by_kind: std::collections::BTreeMap<String, f64>,
     /// Messages sent per node and virtual second, by kind. Each costs its framing and
-    /// seal (about 35 bytes) whatever it carries.
+    /// seal (about 24 bytes) whatever it carries.
     #[serde(default)]
     pub messages_per_node_per_s_by_kind: std::collections::BTreeMap<String, f64>,
     pub data_bytes: u64,

@@ -448,20 +448,19 @@ impl Session {
             return Err(SessionError::Exhausted);
         }
         let epoch = self.send.current.epoch;
+        // The header is both the frame's start and the front of its associated data.
+        let mut frame = Frame::header(epoch, counter);
+        let full_aad = [frame.as_slice(), aad].concat();
         let ciphertext = aead::encrypt(
             &self.send.current.key,
             &Frame::nonce(epoch, counter),
-            &frame_aad(epoch, counter, aad),
+            &full_aad,
             plaintext,
         )
         .map_err(|_| SessionError::PlaintextTooLarge(plaintext.len()))?;
         self.send.next_counter = counter + 1;
-        Ok(Frame {
-            epoch,
-            counter,
-            ciphertext,
-        }
-        .encode())
+        frame.extend_from_slice(&ciphertext);
+        Ok(frame)
     }
 
     /// Authenticates and decrypts a frame from the peer. Refuses replays, frames older than
