@@ -22,9 +22,23 @@ use crate::timer::Timer;
 /// What discovery tells the rest of the node about its links.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkEvent {
-    Up { neighbor: NodeId, cost: u16 },
-    Cost { neighbor: NodeId, cost: u16 },
-    Down { neighbor: NodeId },
+    Up {
+        neighbor: NodeId,
+        cost: u16,
+    },
+    Cost {
+        neighbor: NodeId,
+        cost: u16,
+    },
+    Down {
+        neighbor: NodeId,
+    },
+    /// The failure detector began to suspect `neighbor` (`suspected: true`), or the
+    /// suspicion was refuted. Routing steers around a suspect before it is declared down.
+    Suspected {
+        neighbor: NodeId,
+        suspected: bool,
+    },
 }
 
 /// A link cost is re-announced only when it moved by more than this fraction: measured
@@ -269,6 +283,7 @@ impl DiscoveryState {
             return;
         };
         let mut dead = Vec::new();
+        let mut suspicions = Vec::new();
         while let Some(output) = detector.poll_output() {
             match output {
                 failure::Output::Send(to, message) => {
@@ -281,10 +296,12 @@ impl DiscoveryState {
                     metrics::counter!("x0_failure_suspicions_total").increment(1);
                     tracing::debug!(neighbor = %id, "neighbor suspected");
                     self.args.observer.suspected(id);
+                    suspicions.push((id, true));
                 }
                 failure::Output::Alive(id) => {
                     metrics::counter!("x0_failure_refuted_total").increment(1);
                     tracing::debug!(neighbor = %id, "suspicion refuted");
+                    suspicions.push((id, false));
                 }
                 failure::Output::Dead(id) => {
                     metrics::counter!("x0_failure_declared_dead_total").increment(1);
@@ -293,10 +310,16 @@ impl DiscoveryState {
                 }
             }
         }
+        metrics::gauge!("x0_failure_local_health").set(f64::from(detector.health()));
+        for (neighbor, suspected) in suspicions {
+            self.tell(LinkEvent::Suspected {
+                neighbor,
+                suspected,
+            });
+        }
         for id in dead {
             self.protocol.remove_neighbor(&id);
         }
-        metrics::gauge!("x0_failure_local_health").set(f64::from(detector.health()));
     }
 
     fn flush_outputs(&mut self) {

@@ -187,6 +187,10 @@ impl Actor for RoutingActor {
             RoutingMsg::Link(LinkEvent::Down { neighbor }) => {
                 state.protocol.remove_link(now, neighbor)
             }
+            RoutingMsg::Link(LinkEvent::Suspected {
+                neighbor,
+                suspected,
+            }) => state.protocol.suspect_link(now, neighbor, suspected),
             RoutingMsg::ResetLinks => {
                 let neighbors: Vec<NodeId> = state.protocol.links().map(|(n, _)| n).collect();
                 for neighbor in neighbors {

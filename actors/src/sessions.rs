@@ -189,7 +189,7 @@ impl Actor for SessionActor {
                 state.links.insert(neighbor);
                 state.start_if_ours(now, neighbor);
             }
-            SessionMsg::Link(LinkEvent::Cost { .. }) => {}
+            SessionMsg::Link(LinkEvent::Cost { .. } | LinkEvent::Suspected { .. }) => {}
             SessionMsg::Link(LinkEvent::Down { neighbor }) => {
                 state.links.remove(&neighbor);
                 state.pending.remove(&neighbor);

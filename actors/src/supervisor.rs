@@ -458,6 +458,11 @@ impl Actor for NodeSupervisor {
                     }
                     LinkEvent::Up { neighbor, .. } => state.args.observer.link_up(neighbor),
                     LinkEvent::Cost { .. } => {}
+                    // Only routing acts on a suspicion.
+                    LinkEvent::Suspected { .. } => {
+                        state.tell_routing(RoutingMsg::Link(event));
+                        return Ok(());
+                    }
                 }
                 let _ = state.sessions.cast(SessionMsg::Link(event));
                 if let Some(crdt) = &state.crdt {

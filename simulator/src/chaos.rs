@@ -366,7 +366,7 @@ impl Chaos {
                 self.changed();
                 let after = self.live(mesh).clone();
                 for &(a, b) in &cut {
-                    self.watch_repair(mesh, &after, a, b);
+                    self.watch_repair(mesh, &after, a, b, b);
                 }
                 if let Some(after) = fault.restore_after {
                     self.schedule(now + after, Action::Restore(cut));
@@ -426,12 +426,13 @@ impl Chaos {
         self.changed();
         let after = self.live(mesh).clone();
         for (a, b) in measure::pairs_through(&before, victim, PAIRS_PER_FAILURE) {
-            self.watch_repair(mesh, &after, a, b);
+            self.watch_repair(mesh, &after, a, b, victim);
         }
     }
 
-    /// Starts probing a pair whose path just broke, if it is still connected at all.
-    fn watch_repair(&mut self, mesh: &Mesh, live: &[Vec<u32>], from: u32, to: u32) {
+    /// Starts probing a pair whose path just broke when `from` lost its neighbor `lost`,
+    /// if the pair is still connected at all.
+    fn watch_repair(&mut self, mesh: &Mesh, live: &[Vec<u32>], from: u32, to: u32, lost: u32) {
         if !self.probing || measure::hops_between(live, from, to).is_none() {
             return;
         }
@@ -439,7 +440,9 @@ impl Chaos {
             fault_at: Instant::now(),
             from,
             to,
+            lost,
             repaired_at: None,
+            declared_at: None,
         });
         if self.next_probe.is_none() {
             self.next_probe = Some(self.elapsed());

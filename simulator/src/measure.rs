@@ -62,7 +62,12 @@ pub struct Repair {
     pub fault_at: Instant,
     pub from: u32,
     pub to: u32,
+    /// The neighbor of `from` whose failure broke the path: the crashed node, or `to`
+    /// across a cut link.
+    pub lost: u32,
     pub repaired_at: Option<Instant>,
+    /// When `from` declared `lost` down.
+    pub declared_at: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -141,6 +146,11 @@ impl NodeObserver for SimObserver {
         let truth = self.net.link_truth(self.index, other);
         let now = Instant::now();
         let mut obs = self.recorder.lock();
+        for r in obs.repairs.iter_mut().filter(|r| {
+            r.from == self.index && r.lost == other && r.declared_at.is_none() && r.fault_at <= now
+        }) {
+            r.declared_at = Some(now);
+        }
         if truth.alive {
             if now.duration_since(truth.since) >= STABLE_FOR {
                 obs.false_suspicions += 1;
@@ -279,6 +289,17 @@ pub fn pairs_through(live: &[Vec<u32>], victim: u32, limit: usize) -> Vec<(u32, 
     pairs
 }
 
+/// Repairs whose first delivery came before their sender declared the failure.
+pub fn repaired_before_declared(repairs: &[Repair]) -> usize {
+    repairs
+        .iter()
+        .filter(|r| {
+            r.repaired_at
+                .is_some_and(|at| r.declared_at.is_none_or(|declared| at < declared))
+        })
+        .count()
+}
+
 /// Per-(fault, pair) repair times in milliseconds, and how many never repaired.
 pub fn repair_times(repairs: &[Repair]) -> (Vec<u64>, usize) {
     let mut times = Vec::new();
@@ -337,6 +358,27 @@ mod tests {
         // (2, 3) meet only at 0.
         let g = vec![vec![1, 2, 3], vec![0, 2], vec![0, 1], vec![0]];
         assert_eq!(pairs_through(&g, 0, 10), vec![(1, 3), (2, 3)]);
+    }
+
+    #[test]
+    fn a_repair_counts_as_before_the_declaration_only_if_it_came_first() {
+        let t0 = Instant::now();
+        let at = |ms: u64| Some(t0 + Duration::from_millis(ms));
+        let repair = |repaired_at, declared_at| Repair {
+            fault_at: t0,
+            from: 1,
+            to: 2,
+            lost: 3,
+            repaired_at,
+            declared_at,
+        };
+        let repairs = [
+            repair(at(900), at(1500)),
+            repair(at(1600), at(1500)),
+            repair(at(700), None),
+            repair(None, at(1500)),
+        ];
+        assert_eq!(repaired_before_declared(&repairs), 2);
     }
 
     #[test]

@@ -398,6 +398,7 @@ fn score_traffic(routing: &mut RoutingReport, mesh: &Mesh, end: tokio::time::Ins
     routing.mttr_ms_p99 = measure::quantile(&times, 0.99);
     routing.repairs_measured = times.len();
     routing.unrepaired = unrepaired;
+    routing.repaired_before_declared = measure::repaired_before_declared(&closed);
 }
 
 /// Compares every node's neighbor table with the true topology.

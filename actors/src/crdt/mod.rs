@@ -274,7 +274,7 @@ impl Actor for CrdtActor {
             }
             CrdtMsg::Link(LinkEvent::Up { neighbor, .. }) => state.sync.link_up(neighbor),
             CrdtMsg::Link(LinkEvent::Down { neighbor }) => state.sync.link_down(neighbor),
-            CrdtMsg::Link(LinkEvent::Cost { .. }) => {}
+            CrdtMsg::Link(LinkEvent::Cost { .. } | LinkEvent::Suspected { .. }) => {}
             CrdtMsg::Tick(generation) => {
                 if state.timer.fire(generation) {
                     state.sync.handle_timeout(now);

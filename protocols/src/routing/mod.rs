@@ -178,6 +178,8 @@ struct Dest {
     short: ShortId,
     /// Cost of our link to it, while it is a neighbor.
     link: Option<u16>,
+    /// While a neighbor: the failure detector suspects it (see [`Routing::suspect_link`]).
+    suspected: bool,
     /// What each neighbor last advertised for it (a handful of rows).
     heard: Vec<Heard>,
     selected: Option<Selected>,
@@ -193,6 +195,8 @@ struct Dest {
     /// loss was a third of the routing traffic at 1000 nodes under churn.
     named: bool,
     last_request: Option<Millis>,
+    /// The neighbor our last seqno request went to (the nearest advertiser then).
+    asked: Option<Slot>,
     /// A seqno request we sent or passed on toward this destination, and when: the
     /// route that satisfies it is announced at once, so the answer travels back along
     /// the request's path (RFC 8966 §3.8.1.2).
@@ -210,12 +214,14 @@ impl Dest {
             id,
             short: ShortId::of(&id),
             link: None,
+            suspected: false,
             heard: Vec::new(),
             selected: None,
             feasibility: None,
             advertised: None,
             named: false,
             last_request: None,
+            asked: None,
             awaiting: None,
             retract_at: None,
             dirty: false,
@@ -341,12 +347,36 @@ impl Routing {
         self.schedule_triggered(now);
     }
 
+    /// The failure detector suspects `neighbor` (`true`), or the suspicion was refuted
+    /// (`false`).
+    ///
+    /// A suspicion is settled a few hundred milliseconds later, and a node suspected by
+    /// direct and indirect probes alike is nearly always dead. So routes through it give
+    /// way now to any other feasible route, and where there is none, the seqno request
+    /// that its loss would send goes out now: its answer makes a route through another
+    /// neighbor the one selected (see `awaiting`). By the time the failure is declared,
+    /// the repair is mostly done. If the suspicion is refuted, routes through the
+    /// neighbor compete again as before.
+    pub fn suspect_link(&mut self, now: Millis, neighbor: NodeId, suspected: bool) {
+        let Some(&slot) = self.links.get(&neighbor) else {
+            return;
+        };
+        if std::mem::replace(&mut self.dests[slot as usize].suspected, suspected) == suspected {
+            return;
+        }
+        for d in self.heard_through(slot) {
+            self.reselect(now, d);
+        }
+        self.schedule_triggered(now);
+    }
+
     /// A neighbor is gone: every route through it goes too.
     pub fn remove_link(&mut self, now: Millis, neighbor: NodeId) {
         let Some(slot) = self.links.remove(&neighbor) else {
             return;
         };
         self.dests[slot as usize].link = None;
+        self.dests[slot as usize].suspected = false;
         let through = self.heard_through(slot);
         for &d in &through {
             self.dests[d as usize].heard.retain(|h| h.neighbor != slot);
@@ -847,9 +877,11 @@ impl Routing {
                 let total = h.metric.saturating_add(cost).min(INFINITY - 1);
                 Some((total, h.neighbor, h.seqno))
             })
-            // Lowest metric; ties go to the newer seqno, then the lower id.
+            // Lowest metric; ties go to the newer seqno, then the lower id. A suspected
+            // next hop only if nothing else is feasible.
             .min_by_key(|&(metric, neighbor, seqno)| {
                 (
+                    self.dests[neighbor as usize].suspected,
                     wanted.is_some_and(|wanted| seqno < wanted),
                     metric,
                     std::cmp::Reverse(seqno),
@@ -859,6 +891,13 @@ impl Routing {
         let current = dest.selected;
         match best {
             Some((metric, next_hop, seqno)) => {
+                if self.dests[next_hop as usize].suspected {
+                    // Only a suspected neighbor's route is feasible: ask for the seqno
+                    // that would make another one so (see `suspect_link`).
+                    if let Some((_, via)) = self.nearest_advertiser(slot, next_hop) {
+                        self.request_seqno(now, slot, via);
+                    }
+                }
                 let changed = current.is_none_or(|c| {
                     c.next_hop != next_hop || c.metric != metric || c.seqno != seqno
                 });
@@ -877,6 +916,7 @@ impl Routing {
                     .is_some_and(|(wanted, at)| seqno >= wanted && now.since(at) < AWAIT_ANSWER_MS);
                 if answers_request {
                     dest.awaiting = None;
+                    dest.asked = None;
                 }
                 dest.selected = Some(Selected {
                     next_hop,
@@ -928,15 +968,7 @@ impl Routing {
                 // Unfeasible routes remain: ask the destination for a newer seqno, through
                 // the neighbor with the best of them (RFC 8966 §3.8.2.1), whose answer
                 // would make that route feasible.
-                let unfeasible = self.dests[slot as usize]
-                    .heard
-                    .iter()
-                    .filter(|h| h.metric != INFINITY)
-                    .filter_map(|h| {
-                        let cost = self.dests[h.neighbor as usize].link?;
-                        Some((h.metric.saturating_add(cost), h.neighbor))
-                    })
-                    .min();
+                let unfeasible = self.nearest_advertiser(slot, ME);
                 let hold = self.config.retraction_hold_ms;
                 let mut next_hop_asked = false;
                 if let Some(current) = current {
@@ -971,6 +1003,20 @@ impl Routing {
                 }
             }
         }
+    }
+
+    /// The linked neighbor other than `except` whose advertised route to `slot` is the
+    /// shortest from here, feasible or not, with that distance.
+    fn nearest_advertiser(&self, slot: Slot, except: Slot) -> Option<(u16, Slot)> {
+        self.dests[slot as usize]
+            .heard
+            .iter()
+            .filter(|h| h.metric != INFINITY && h.neighbor != except)
+            .filter_map(|h| {
+                let cost = self.dests[h.neighbor as usize].link?;
+                Some((h.metric.saturating_add(cost), h.neighbor))
+            })
+            .min()
     }
 
     fn mark_dirty(&mut self, slot: Slot) {
@@ -1015,9 +1061,27 @@ impl Routing {
     }
 
     fn request_seqno(&mut self, now: Millis, slot: Slot, via: Slot) {
+        if let Some(seqno) = self.request_died_with(now, slot) {
+            // The next nearest is asked at once, not a request interval later: around a
+            // failure the nearest routes are the stale ones through it, and they go one
+            // after the other as retractions spread. Asking along each in turn as it
+            // goes finds the way out of the stale region at the speed of the
+            // retractions; waiting out the interval each time made repairs around a
+            // node on long detours take seconds.
+            self.dests[slot as usize].asked = Some(via);
+            let request = RoutingMessage::SeqnoRequest {
+                destination: self.dests[slot as usize].short,
+                seqno,
+                hops_left: self.config.request_hop_limit,
+            };
+            self.outputs
+                .push_back(Output::Send(self.dests[via as usize].id, request));
+            return;
+        }
         let Some((seqno, resend)) = self.open_request(now, slot) else {
             return;
         };
+        self.dests[slot as usize].asked = Some(via);
         let dest = &self.dests[slot as usize];
         let request = RoutingMessage::SeqnoRequest {
             destination: dest.short,
@@ -1039,6 +1103,19 @@ impl Routing {
                     .push_back(Output::Send(neighbor.id, request.clone()));
             }
         }
+    }
+
+    /// The seqno of our open request for `slot` if the neighbor we sent it to has lost
+    /// its route since (or its link): the request died there.
+    fn request_died_with(&self, now: Millis, slot: Slot) -> Option<u32> {
+        let dest = &self.dests[slot as usize];
+        let (wanted, _) = dest
+            .awaiting
+            .filter(|(_, at)| now.since(*at) < AWAIT_ANSWER_MS)?;
+        let asked = dest.asked?;
+        let gone = self.dests[asked as usize].link.is_none()
+            || dest.heard_from(asked).is_none_or(|h| h.metric == INFINITY);
+        gone.then_some(wanted)
     }
 
     /// Neighbors still speak of us under a seqno newer than ours: we restarted and
@@ -1073,38 +1150,51 @@ impl Routing {
             self.urgent = true;
             return;
         }
-        match self.dests[slot as usize].selected {
-            // Our route is already new enough: advertising it answers the request, and
-            // the asker is waiting on it to repair.
-            Some(s) if s.seqno >= seqno => {
-                self.mark_dirty(slot);
-                self.urgent = true;
-            }
-            Some(s) if hops_left > 1 && s.next_hop != from => {
-                let dest = &mut self.dests[slot as usize];
-                // The same request reaches us from several neighbors, and each passed
-                // on copy is passed on again: one copy per request interval goes ahead,
-                // and the answer, announced to all neighbors, serves every asker.
-                let passed_on = dest.awaiting.is_some_and(|(wanted, at)| {
-                    wanted >= seqno && now.since(at) < self.config.request_interval_ms
-                });
-                if passed_on {
-                    return;
-                }
-                let wanted = dest.awaiting.map_or(seqno, |(w, _)| w.max(seqno));
-                dest.awaiting = Some((wanted, now));
-                self.outputs.push_back(Output::Send(
-                    self.dests[s.next_hop as usize].id,
-                    RoutingMessage::SeqnoRequest {
-                        destination,
-                        seqno,
-                        hops_left: hops_left - 1,
-                    },
-                ));
-            }
-            // No route, or it leads back to the asker: nothing useful to do.
-            _ => {}
+        let selected = self.dests[slot as usize].selected;
+        // Our route is already new enough: advertising it answers the request, and the
+        // asker is waiting on it to repair.
+        if selected.is_some_and(|s| s.seqno >= seqno) {
+            self.mark_dirty(slot);
+            self.urgent = true;
+            return;
         }
+        if hops_left <= 1 {
+            return;
+        }
+        // On toward the destination: along our route, or, when we have none or it leads
+        // back to the asker, along the nearest route a neighbor still advertises,
+        // feasible or not (RFC 8966 §3.8.1.2). Around a failure the nodes a request must
+        // cross are the ones that just lost their routes, holding their retractions;
+        // dropping it there left a detour of many hops to the periodic refresh, seconds
+        // later. A request changes no route, so an unfeasible one is safe to follow, and
+        // `hops_left` and the once-per-interval rule below bound any circling.
+        let via = selected
+            .map(|s| s.next_hop)
+            .filter(|&next_hop| next_hop != from)
+            .or_else(|| self.nearest_advertiser(slot, from).map(|(_, n)| n));
+        let Some(via) = via else {
+            return;
+        };
+        let dest = &mut self.dests[slot as usize];
+        // The same request reaches us from several neighbors, and each passed
+        // on copy is passed on again: one copy per request interval goes ahead,
+        // and the answer, announced to all neighbors, serves every asker.
+        let passed_on = dest.awaiting.is_some_and(|(wanted, at)| {
+            wanted >= seqno && now.since(at) < self.config.request_interval_ms
+        });
+        if passed_on {
+            return;
+        }
+        let wanted = dest.awaiting.map_or(seqno, |(w, _)| w.max(seqno));
+        dest.awaiting = Some((wanted, now));
+        self.outputs.push_back(Output::Send(
+            self.dests[via as usize].id,
+            RoutingMessage::SeqnoRequest {
+                destination,
+                seqno,
+                hops_left: hops_left - 1,
+            },
+        ));
     }
 
     fn schedule_triggered(&mut self, now: Millis) {

@@ -558,6 +558,8 @@ fn updates_from_strangers_are_ignored() {
 enum Event {
     Toggle(usize, usize),
     Cost(usize, usize, u16),
+    /// `a`'s failure detector suspects its link to `b`, or stops suspecting it.
+    Suspect(usize, usize, bool),
     Deliver(usize),
     Drop(usize),
     Tick(u64),
@@ -567,6 +569,7 @@ fn event(n: usize) -> impl Strategy<Value = Event> {
     prop_oneof![
         (0..n, 0..n).prop_map(|(a, b)| Event::Toggle(a, b)),
         (0..n, 0..n, 1u16..2000).prop_map(|(a, b, c)| Event::Cost(a, b, c)),
+        (0..n, 0..n, any::<bool>()).prop_map(|(a, b, s)| Event::Suspect(a, b, s)),
         any::<usize>().prop_map(Event::Deliver),
         any::<usize>().prop_map(Event::Deliver),
         any::<usize>().prop_map(Event::Deliver),
@@ -578,8 +581,8 @@ fn event(n: usize) -> impl Strategy<Value = Event> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
-    /// Random topology, random link failures and cost changes, messages delivered in any
-    /// order or lost: no routing loop ever forms. Then, once the network is left alone,
+    /// Random topology, random link failures, cost changes and suspicions, messages
+    /// delivered in any order or lost: no routing loop ever forms. Then, once the network is left alone,
     /// every connected pair has a route and the route follows live links.
     #[test]
     fn loop_free_under_churn_and_convergent_after(
@@ -602,6 +605,11 @@ proptest! {
                     if net.up(a, b) { net.link_down(a, b) } else { net.link_up(a, b, 300) }
                 }
                 Event::Cost(a, b, c) if a != b && net.up(a, b) => net.link_up(a, b, c),
+                Event::Suspect(a, b, suspected) if a != b && net.up(a, b) => {
+                    let now = net.now;
+                    net.nodes[a].suspect_link(now, id(b), suspected);
+                    net.collect();
+                }
                 Event::Deliver(k) if !net.in_flight.is_empty() => {
                     let k = k % net.in_flight.len();
                     net.deliver(k);
@@ -778,6 +786,19 @@ fn an_unanswered_seqno_request_is_resent_until_given_up() {
     assert!((5..=10).contains(&resent), "{resent} resends");
 }
 
+/// A seqno request for 9 from `asker`, with five hops left.
+fn request_9_from(r: &mut Routing, now: Millis, asker: usize) {
+    r.handle_message(
+        now,
+        id(asker),
+        RoutingMessage::SeqnoRequest {
+            destination: ShortId::of(&id(9)),
+            seqno: 1,
+            hops_left: 5,
+        },
+    );
+}
+
 #[test]
 fn a_request_heard_from_several_neighbors_is_passed_on_once() {
     let now = Millis(0);
@@ -788,15 +809,7 @@ fn a_request_heard_from_several_neighbors_is_passed_on_once() {
     r.handle_message(now, id(2), update(1, &[(9, 100)]));
     let _ = std::iter::from_fn(|| r.poll_output()).count();
     for asker in [3, 4] {
-        r.handle_message(
-            now,
-            id(asker),
-            RoutingMessage::SeqnoRequest {
-                destination: ShortId::of(&id(9)),
-                seqno: 1,
-                hops_left: 5,
-            },
-        );
+        request_9_from(&mut r, now, asker);
     }
     let passed_on: Vec<Output> = std::iter::from_fn(|| r.poll_output())
         .filter(|o| matches!(o, Output::Send(_, RoutingMessage::SeqnoRequest { .. })))
@@ -998,4 +1011,79 @@ fn a_retraction_from_the_next_hop_is_asked_about_only_if_still_unanswered_later(
     assert_eq!(r.next_hop(&id(9)), Some(id(2)));
     let end = answer_at.plus(config.request_interval_ms * 3);
     assert_eq!(requests_for_9(&mut r, answer_at, end), vec![]);
+}
+
+#[test]
+fn a_request_goes_on_along_an_unfeasible_route_when_ours_cannot_carry_it() {
+    let config = RoutingConfig::default();
+    let now = Millis(0);
+    // Our route leads back to the asker: on to 3, whose route r could not take itself.
+    let mut r = holding_router(now);
+    request_9_from(&mut r, now, 2);
+    assert_eq!(requests_for_9(&mut r, now, now), vec![id(3)]);
+
+    // Our route is gone and our own request is a request interval old: a neighbor's
+    // request goes on to 3 too, instead of dying here.
+    let mut r = holding_router(now);
+    r.remove_link(now, id(2));
+    assert_eq!(requests_for_9(&mut r, now, now), vec![id(3)]);
+    let later = now.plus(config.request_interval_ms + 10);
+    let _ = requests_for_9(&mut r, now, later);
+    request_9_from(&mut r, later, 4);
+    assert_eq!(requests_for_9(&mut r, later, later), vec![id(3)]);
+
+    // Nobody but the asker advertises a route: nowhere to go.
+    let mut r = holding_router(now);
+    r.remove_link(now, id(3));
+    request_9_from(&mut r, now, 2);
+    assert_eq!(requests_for_9(&mut r, now, now), vec![]);
+}
+
+#[test]
+fn a_suspected_next_hop_gives_way_to_a_feasible_route_until_refuted() {
+    let now = Millis(0);
+    let mut r = Routing::new(id(1), RoutingConfig::default(), now);
+    for n in [2, 3] {
+        r.set_link(now, id(n), 100);
+    }
+    r.handle_message(now, id(2), update(1, &[(9, 100)]));
+    r.handle_message(now, id(3), update(1, &[(9, 150)]));
+    assert_eq!(r.next_hop(&id(9)), Some(id(2)));
+    r.suspect_link(now, id(2), true);
+    assert_eq!(r.next_hop(&id(9)), Some(id(3)));
+    r.suspect_link(now, id(2), false);
+    assert_eq!(r.next_hop(&id(9)), Some(id(2)));
+}
+
+#[test]
+fn a_suspected_next_hop_with_only_unfeasible_alternatives_is_asked_around_at_once() {
+    let now = Millis(0);
+    let mut r = holding_router(now);
+    r.suspect_link(now, id(2), true);
+    // Still the only feasible route, but the request its loss would send goes out now.
+    assert_eq!(r.next_hop(&id(9)), Some(id(2)));
+    assert_eq!(requests_for_9(&mut r, now, now), vec![id(3)]);
+    // The answer makes 3's route the one taken, while 2 is only suspected.
+    let answer_at = now.plus(50);
+    r.handle_message(answer_at, id(3), update_9(2, 1, 400));
+    assert_eq!(r.next_hop(&id(9)), Some(id(3)));
+    // Neighbors hear of it at once: it answers the request.
+    let told = told_about_9(&mut r, answer_at, answer_at.plus(50));
+    assert_eq!(told, vec![(1, 500)]);
+}
+
+#[test]
+fn a_request_that_died_with_the_route_it_followed_goes_on_to_the_next_at_once() {
+    let now = Millis(0);
+    let mut r = holding_router(now);
+    r.handle_message(now, id(4), update(1, &[(9, 600)]));
+    r.remove_link(now, id(2));
+    assert_eq!(requests_for_9(&mut r, now, now), vec![id(3)]);
+    // 3 had lost its route too: r asks 4 at once, well within the request interval.
+    let later = now.plus(30);
+    r.handle_message(later, id(3), update(2, &[(9, INFINITY)]));
+    assert_eq!(requests_for_9(&mut r, later, later), vec![id(4)]);
+    // 4's route ends too: nobody is left to ask, and nothing more is sent.
+    r.handle_message(later, id(4), update(2, &[(9, INFINITY)]));
+    assert_eq!(requests_for_9(&mut r, later, later), vec![]);
 }
