@@ -46,6 +46,11 @@ const AWAIT_ANSWER_MS: u64 = 10_000;
 /// link's start can ask them again; bounded against floods of strangers.
 const DROPPED_FROM_REMEMBERED: usize = 256;
 
+/// Rows named by short ids we could not place yet, kept while their names are asked for
+/// (see [`Routing::unplaced`]): room for the tables of a dozen neighbors of a 5000-node
+/// mesh, and no more, against a neighbor that sends short ids nobody can name.
+const UNPLACED_ROWS: usize = 65_536;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct RoutingConfig {
     /// The periodic refresh (a digest of the advertised table) goes to all neighbors
@@ -146,6 +151,16 @@ struct Heard {
     metric: u16,
     /// The serial of the message it came in (or was last confirmed by).
     serial: u32,
+    at: Millis,
+}
+
+/// A row with a short id we could not place when it came, from message `serial`.
+#[derive(Clone, Copy, Debug)]
+struct Unplaced {
+    neighbor: Slot,
+    serial: u32,
+    seqno: u32,
+    metric: u16,
     at: Millis,
 }
 
@@ -269,6 +284,15 @@ pub struct Routing {
     /// Live neighbors, in a fixed order for broadcasts and the API.
     links: BTreeMap<NodeId, Slot>,
     dropped_from: BTreeSet<NodeId>,
+    /// Rows from neighbors' messages whose short ids we cannot place, waiting for the
+    /// names asked for in [`Routing::names_asked`]. A node that returns to the mesh
+    /// with an empty table gets its neighbors' tables by short id (they knew it
+    /// before); one of them is asked for names, and the others' rows wait here instead
+    /// of each neighbor sending its table in full.
+    unplaced: HashMap<ShortId, Vec<Unplaced>>,
+    unplaced_rows: usize,
+    /// Buckets whose names were asked for, and when: one neighbor at a time.
+    names_asked: (BucketMask, Millis),
     /// Slots queued for the next triggered update, in the order they changed.
     dirty: Vec<Slot>,
     /// When the pending triggered update goes out.
@@ -297,6 +321,9 @@ impl Routing {
             by_short: IdMap::default(),
             links: BTreeMap::new(),
             dropped_from: BTreeSet::new(),
+            unplaced: HashMap::new(),
+            unplaced_rows: 0,
+            names_asked: (0, now),
             dirty: Vec::new(),
             triggered_at: None,
             urgent: false,
@@ -327,8 +354,14 @@ impl Routing {
         if is_new {
             self.links.insert(neighbor, slot);
             // Tell the newcomer everything we know right away rather than wait; ask for
-            // the same if it already spoke to us before we counted the link.
-            for table in self.tables(ALL_BUCKETS, true) {
+            // the same if it already spoke to us before we counted the link. By short
+            // ids to a neighbor that was in the mesh before, as it will have learned
+            // them then; in full to a stranger. (A neighbor that returns having
+            // forgotten them asks one of us for the names, see `unplaced`: at 1000
+            // nodes under churn every neighbor sending its table in full to every
+            // returning node was an eighth of the routing bytes.)
+            let known = self.dests[slot as usize].feasibility.is_some();
+            for table in self.tables(ALL_BUCKETS, !known) {
                 self.outputs.push_back(Output::Send(neighbor, table));
             }
             if self.dropped_from.remove(&neighbor) {
@@ -388,6 +421,7 @@ impl Routing {
     }
 
     pub fn handle_message(&mut self, now: Millis, from: NodeId, message: RoutingMessage) {
+        let known_before = self.dests.len();
         let Some(&neighbor) = self.links.get(&from) else {
             // Only neighbors we have a measured link to may feed the table.
             if self.dropped_from.len() >= DROPPED_FROM_REMEMBERED {
@@ -403,16 +437,17 @@ impl Routing {
                 digest,
             } => {
                 let unknown = self.apply_adverts(now, neighbor, serial, &adverts);
-                let mut missing = unknown;
+                let names = self.names_to_ask(now, unknown);
+                let mut differing = 0;
                 if let Some(digest) = digest {
-                    missing |= self.check_digest(now, neighbor, serial, &digest);
+                    differing = self.check_digest(now, neighbor, serial, &digest) & !unknown;
                 }
-                if missing != 0 {
+                if names | differing != 0 {
                     self.outputs.push_back(Output::Send(
                         from,
                         RoutingMessage::TableRequest {
-                            buckets: missing,
-                            full: unknown != 0,
+                            buckets: names | differing,
+                            full: names != 0,
                         },
                     ));
                 }
@@ -440,12 +475,14 @@ impl Routing {
                     }
                 }
                 self.forget_unlisted(now, neighbor, serial, buckets, &adverts);
+                self.forget_unplaced(neighbor, buckets);
                 let unknown = self.apply_adverts(now, neighbor, serial, &adverts);
-                if unknown != 0 {
+                let names = self.names_to_ask(now, unknown);
+                if names != 0 {
                     self.outputs.push_back(Output::Send(
                         from,
                         RoutingMessage::TableRequest {
-                            buckets: unknown,
+                            buckets: names,
                             full: true,
                         },
                     ));
@@ -462,7 +499,77 @@ impl Routing {
                 hops_left,
             } => self.handle_request(now, neighbor, destination, seqno, hops_left),
         }
+        if self.dests.len() > known_before && self.unplaced_rows > 0 {
+            self.place_unplaced(now);
+        }
         self.schedule_triggered(now);
+    }
+
+    /// Of the buckets with short ids we could not place, those whose names to ask the
+    /// sender for: the ones not already asked of a neighbor within a request interval
+    /// (the rows wait in `unplaced` for that answer).
+    fn names_to_ask(&mut self, now: Millis, unknown: BucketMask) -> BucketMask {
+        let (asked, at) = self.names_asked;
+        let pending = match now.since(at) < self.config.request_interval_ms {
+            true => asked,
+            false => 0,
+        };
+        let ask = unknown & !pending;
+        if ask != 0 {
+            self.names_asked = (pending | ask, now);
+        }
+        ask
+    }
+
+    /// A table from `neighbor` for `buckets` replaces what it said before about them,
+    /// also in rows still waiting for names (what it lists and we cannot place waits
+    /// anew).
+    fn forget_unplaced(&mut self, neighbor: Slot, buckets: BucketMask) {
+        if self.unplaced_rows == 0 {
+            return;
+        }
+        let rows = &mut self.unplaced_rows;
+        self.unplaced.retain(|short, waiting| {
+            if buckets & 1 << bucket(*short) != 0 {
+                let before = waiting.len();
+                waiting.retain(|row| row.neighbor != neighbor);
+                *rows -= before - waiting.len();
+            }
+            !waiting.is_empty()
+        });
+    }
+
+    /// Takes in the waiting rows whose short ids have been named since they came; rows
+    /// waiting longer than a request's answer is awaited are dropped (their neighbor's
+    /// digest will show what we miss).
+    fn place_unplaced(&mut self, now: Millis) {
+        let placed: Vec<ShortId> = self
+            .unplaced
+            .keys()
+            .filter(|short| self.by_short.contains_key(short))
+            .copied()
+            .collect();
+        for short in placed {
+            for row in self.unplaced.remove(&short).unwrap_or_default() {
+                self.unplaced_rows -= 1;
+                if self.dests[row.neighbor as usize].link.is_none() {
+                    continue;
+                }
+                let advert = Advert {
+                    destination: Destination::Short(short),
+                    seqno: row.seqno,
+                    metric: row.metric,
+                };
+                self.apply_adverts(now, row.neighbor, row.serial, &[advert]);
+            }
+        }
+        let rows = &mut self.unplaced_rows;
+        self.unplaced.retain(|_, waiting| {
+            let before = waiting.len();
+            waiting.retain(|row| now.since(row.at) < AWAIT_ANSWER_MS);
+            *rows -= before - waiting.len();
+            !waiting.is_empty()
+        });
     }
 
     pub fn handle_timeout(&mut self, now: Millis) {
@@ -619,6 +726,16 @@ impl Routing {
             let Some(slot) = self.resolve(&advert.destination) else {
                 if let Destination::Short(short) = advert.destination {
                     unknown |= 1 << bucket(short);
+                    if self.unplaced_rows < UNPLACED_ROWS {
+                        self.unplaced_rows += 1;
+                        self.unplaced.entry(short).or_default().push(Unplaced {
+                            neighbor,
+                            serial,
+                            seqno: advert.seqno,
+                            metric: advert.metric,
+                            at: now,
+                        });
+                    }
                 }
                 continue;
             };

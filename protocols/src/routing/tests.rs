@@ -153,6 +153,73 @@ fn a_link_that_comes_up_on_both_sides_exchanges_one_table_each_way() {
     assert_eq!(b.next_hop(&id(1)), Some(id(1)));
 }
 
+/// A router that once had a route to node 1 and, by `now`, has advertised its route
+/// to 9 through its own link.
+fn knows_1_and_routes_to_9(me: usize, now: Millis) -> Routing {
+    let start = Millis(0);
+    let mut r = Routing::new(id(me), RoutingConfig::default(), start);
+    for n in [1, 9] {
+        r.set_link(start, id(n), 100);
+        r.handle_message(start, id(n), update(1, &[(n, 0)]));
+    }
+    r.remove_link(start, id(1));
+    r.handle_timeout(now);
+    while r.poll_output().is_some() {}
+    r
+}
+
+#[test]
+fn a_returning_node_asks_one_neighbor_for_names_and_places_the_others_rows() {
+    let now = Millis(1000);
+    let mut a = knows_1_and_routes_to_9(2, now);
+    let mut b = knows_1_and_routes_to_9(3, now);
+    // Node 1 comes back with an empty table. Its neighbors knew it: tables by short id.
+    let mut back = Routing::new(id(1), RoutingConfig::default(), now);
+    a.set_link(now, id(1), 100);
+    b.set_link(now, id(1), 100);
+    back.set_link(now, id(2), 100);
+    back.set_link(now, id(3), 100);
+    let _ = for_neighbor(&mut back, id(2));
+    let from_a = for_neighbor(&mut a, id(1));
+    let from_b = for_neighbor(&mut b, id(1));
+    for table in from_a.iter().chain(&from_b) {
+        let RoutingMessage::Table { adverts, .. } = table else {
+            panic!("not a table: {table:?}");
+        };
+        assert!(
+            adverts
+                .iter()
+                .all(|a| matches!(a.destination, Destination::Short(_)))
+        );
+    }
+    let name_requests = |r: &mut Routing, to| {
+        for_neighbor(r, to)
+            .into_iter()
+            .filter(|m| matches!(m, RoutingMessage::TableRequest { full: true, .. }))
+            .collect::<Vec<_>>()
+    };
+    for m in from_a {
+        back.handle_message(now, id(2), m);
+    }
+    let asked_a = name_requests(&mut back, id(2));
+    assert_eq!(asked_a.len(), 1, "{asked_a:?}");
+    // B's rows wait for the names A was asked for.
+    for m in from_b {
+        back.handle_message(now, id(3), m);
+    }
+    assert_eq!(name_requests(&mut back, id(3)), Vec::new());
+    for m in asked_a {
+        a.handle_message(now, id(1), m);
+    }
+    for m in for_neighbor(&mut a, id(1)) {
+        back.handle_message(now, id(2), m);
+    }
+    assert_eq!(back.next_hop(&id(9)), Some(id(2)));
+    // B's row for 9 was placed: with A gone, B's route takes over, with no new message.
+    back.remove_link(now, id(2));
+    assert_eq!(back.next_hop(&id(9)), Some(id(3)));
+}
+
 /// Node 1 (`a`) gains a link to a new node 3, takes its table, and has its triggered
 /// update ready; returns the time after that.
 fn gain_neighbor_3(now: Millis, a: &mut Routing) -> Millis {
