@@ -1186,8 +1186,8 @@ impl Routing {
     /// interval, or, for a resend while the request is open, as long as it had been
     /// open by then, so resends go out 1, 2, 4 and 8 s after the first. The destination
     /// of a request that went unanswered twice has mostly left the mesh, and at 1000
-    /// nodes under churn resending every second until it was given up on was a third
-    /// of the seqno-request traffic, with every copy passed on toward where it had been.
+    /// nodes under churn resending every second until it was given up on was half of
+    /// the seqno requests sent, and every copy was passed on toward where it had been.
     fn request_gap(&self, slot: Slot, seqno: u32, last: Millis) -> u64 {
         let open_since = self.dests[slot as usize]
             .awaiting
