@@ -1203,30 +1203,22 @@ impl Routing {
     }
 
     fn request_seqno(&mut self, now: Millis, slot: Slot, via: Slot) {
-        if let Some(seqno) = self.request_died_with(now, slot) {
-            // The next nearest is asked at once, not a request interval later: around a
-            // failure the nearest routes are the stale ones through it, and they go one
-            // after the other as retractions spread. Asking along each in turn as it
-            // goes finds the way out of the stale region at the speed of the
-            // retractions; waiting out the interval each time made repairs around a
-            // node on long detours take seconds.
-            self.dests[slot as usize].asked = Some(via);
-            let request = RoutingMessage::SeqnoRequest {
-                destination: self.dests[slot as usize].short,
-                seqno,
-                hops_left: self.config.request_hop_limit,
-            };
-            self.outputs
-                .push_back(Output::Send(self.dests[via as usize].id, request));
-            return;
-        }
-        let Some((seqno, resend)) = self.open_request(now, slot) else {
+        // When the request we sent died with the route it followed, the next nearest is
+        // asked at once, not a request interval later: around a failure the nearest
+        // routes are the stale ones through it, and they go one after the other as
+        // retractions spread. Asking along each in turn as it goes finds the way out of
+        // the stale region at the speed of the retractions; waiting out the interval
+        // each time made repairs around a node on long detours take seconds.
+        let opened = match self.request_died_with(now, slot) {
+            Some(seqno) => Some((seqno, false)),
+            None => self.open_request(now, slot),
+        };
+        let Some((seqno, resend)) = opened else {
             return;
         };
         self.dests[slot as usize].asked = Some(via);
-        let dest = &self.dests[slot as usize];
         let request = RoutingMessage::SeqnoRequest {
-            destination: dest.short,
+            destination: self.dests[slot as usize].short,
             seqno,
             hops_left: self.config.request_hop_limit,
         };
