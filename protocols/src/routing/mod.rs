@@ -65,14 +65,17 @@ pub struct RoutingConfig {
     /// Changes are collected this long before a triggered update carries them all, so a
     /// burst of changes costs one message instead of one per change.
     pub triggered_delay_ms: u64,
-    /// The delay instead when a change is urgent: a route found where there was none,
-    /// or the answer to a seqno request. Those are what a repair waits on, hop after hop,
-    /// so they go out almost at once (RFC 8966 §3.7.2 sends them immediately too). A
-    /// retraction is not urgent: see `retraction_hold_ms`.
+    /// The delay instead for what someone waits on: the answer to a seqno request, sent
+    /// to the neighbor that asked, and a route found again by our own request after
+    /// neighbors were told we had none, sent to all. That is what a repair waits on, hop
+    /// after hop, so it goes out almost at once (RFC 8966 §3.7.2 sends it immediately
+    /// too). A route found unasked is not urgent (see `Routing::reselect`), nor is a
+    /// retraction (see `retraction_hold_ms`).
     pub urgent_delay_ms: u64,
-    /// A metric change smaller than this fraction (same next hop and seqno) waits for the
-    /// periodic update. Safe: loop freedom rests on each node's own feasibility distance,
-    /// not on how fresh its neighbors' view of it is.
+    /// A route whose metric is within this fraction of what neighbors were told waits
+    /// for the periodic update, whatever its next hop and seqno. Safe: loop freedom rests
+    /// on each node's own feasibility distance, not on how fresh its neighbors' view of
+    /// it is.
     pub significant_change: f64,
     /// A lost route with unfeasible alternatives is retracted only if the seqno request
     /// sent for it is not answered within this long. The answer then reaches the nodes
@@ -184,6 +187,15 @@ impl Feasibility {
     fn admits(&self, seqno: u32, metric: u16) -> bool {
         metric != INFINITY && (seqno > self.seqno || (seqno == self.seqno && metric < self.metric))
     }
+}
+
+/// A neighbor that asked for a newer seqno of a destination than our route has: it
+/// gets the route that has one as soon as we do (see [`Routing::answer_waiters`]).
+#[derive(Clone, Copy, Debug)]
+struct Waiter {
+    asker: Slot,
+    seqno: u32,
+    since: Millis,
 }
 
 /// Everything known about one destination (which may also be a neighbor).
@@ -299,6 +311,11 @@ pub struct Routing {
     triggered_at: Option<Millis>,
     /// Whether a pending change is urgent (see `RoutingConfig::urgent_delay_ms`).
     urgent: bool,
+    /// Neighbors waiting on seqno requests we could not answer yet, by destination.
+    waiters: HashMap<Slot, Vec<Waiter>>,
+    /// Answers due to neighbors that asked, as (asker, destination), and when they go.
+    answers: Vec<(Slot, Slot)>,
+    answers_at: Option<Millis>,
     next_periodic: Millis,
     /// No heard route expires before this (a lower bound, refreshed by each expiry scan).
     next_expiry: Option<Millis>,
@@ -326,6 +343,9 @@ impl Routing {
             names_asked: (0, now),
             dirty: Vec::new(),
             triggered_at: None,
+            waiters: HashMap::new(),
+            answers: Vec::new(),
+            answers_at: None,
             urgent: false,
             next_periodic: now.plus(config.update_interval_ms),
             next_expiry: None,
@@ -582,6 +602,10 @@ impl Routing {
         if self.next_retraction.is_some_and(|at| now >= at) {
             self.retract_held(now);
         }
+        if self.answers_at.is_some_and(|at| now >= at) {
+            self.answers_at = None;
+            self.send_answers();
+        }
         if now >= self.next_periodic {
             self.next_periodic = now.plus(self.config.update_interval_ms);
             self.send_periodic(now);
@@ -600,6 +624,7 @@ impl Routing {
         let mut next = self.next_periodic;
         for at in [
             self.triggered_at,
+            self.answers_at,
             self.next_expiry,
             self.next_retry,
             self.next_retraction,
@@ -1026,6 +1051,7 @@ impl Routing {
                     _ => now,
                 };
                 let significant_change = self.config.significant_change;
+                let waited_on = self.answer_waiters(now, slot, seqno);
                 let dest = &mut self.dests[slot as usize];
                 dest.retract_at = None;
                 let answers_request = dest
@@ -1052,25 +1078,32 @@ impl Routing {
                 }
                 // Neighbors hear only (seqno, metric), and need a newer seqno only when
                 // they are starved for the destination, which they say with a seqno
-                // request. So a new next hop at about the same distance is not told, nor
-                // is a newer seqno, except back along a request's path. (Advertising
-                // the older seqno stays safe: it is worse than our feasibility distance,
-                // so the chain argument of the module docs holds.) When a node fails,
-                // nodes around it bump the seqnos of hundreds of destinations whose
-                // routes ran through it; telling every bump to the whole mesh was 80%
-                // of its routing traffic at 1000 nodes.
-                let significant = answers_request
-                    || current.is_none_or(|c| {
-                        f64::from(c.metric.abs_diff(metric))
-                            > significant_change * f64::from(c.metric)
+                // request. So a new next hop at about the distance they were told is not
+                // told, nor is a newer seqno, except to whoever asked for it (and then,
+                // with the next triggered update, to all, so that every neighbor holds
+                // what our digest says); nor is a route lost and found again within the
+                // retraction hold, which they never heard was lost. (Advertising the older
+                // seqno stays safe: it is worse than our feasibility distance, so the
+                // chain argument of the module docs holds.) When a node fails, nodes
+                // around it bump the seqnos of hundreds of destinations whose routes ran
+                // through it; telling every bump to the whole mesh was 80% of its routing
+                // traffic at 1000 nodes.
+                let significant = waited_on
+                    || dest.advertised.is_none_or(|(_, told)| {
+                        f64::from(told.abs_diff(metric)) > significant_change * f64::from(told)
                     });
+                // Our own request answered after neighbors were told we had no route:
+                // those that routed through us wait on it without asking (see
+                // `await_next_hops_request`), one hop after another behind us, so it
+                // goes to all of them at once.
+                let awaited = answers_request && dest.advertised.is_none() && dest.named;
                 if current.is_none() {
                     self.route_count += 1;
                 }
                 if significant {
                     self.mark_dirty(slot);
                 }
-                if current.is_none() || answers_request {
+                if awaited {
                     self.urgent = true;
                 }
                 if current.is_none_or(|c| c.next_hop != next_hop || c.metric != metric) {
@@ -1134,6 +1167,36 @@ impl Routing {
                 Some((h.metric.saturating_add(cost), h.neighbor))
             })
             .min()
+    }
+
+    /// The neighbors to pass a seqno request for `slot` from `from` on to: our next
+    /// hop, unless the request came from there, else the nearest other neighbor that
+    /// advertises a route, feasible or not; and when that one is suspected by the
+    /// failure detector, also the nearest one that is not. Around a node that just
+    /// failed, routes through it are the stale ones a request dies on; but a suspicion
+    /// can be wrong, and the suspect may be the destination itself, so it is asked too.
+    fn request_paths(&self, slot: Slot, from: Slot) -> [Option<Slot>; 2] {
+        let dest = &self.dests[slot as usize];
+        let best = dest
+            .selected
+            .map(|s| s.next_hop)
+            .filter(|&n| n != from)
+            .or_else(|| self.nearest_advertiser(slot, from).map(|(_, n)| n));
+        let Some(best) = best.filter(|&n| self.dests[n as usize].suspected) else {
+            return [best, None];
+        };
+        let around = dest
+            .heard
+            .iter()
+            .filter(|h| h.metric != INFINITY && h.neighbor != from)
+            .filter(|h| !self.dests[h.neighbor as usize].suspected)
+            .filter_map(|h| {
+                let cost = self.dests[h.neighbor as usize].link?;
+                Some((h.metric.saturating_add(cost), h.neighbor))
+            })
+            .min()
+            .map(|(_, n)| n);
+        [Some(best), around]
     }
 
     fn mark_dirty(&mut self, slot: Slot) {
@@ -1281,38 +1344,47 @@ impl Routing {
                 self.dests[ME as usize].advertised = Some((seqno, 0));
             }
             self.mark_dirty(ME);
-            self.urgent = true;
+            self.answer(now, from, ME);
             return;
         }
         let selected = self.dests[slot as usize].selected;
-        // Our route is already new enough: advertising it answers the request, and the
-        // asker is waiting on it to repair.
+        // Our route is already new enough: the asker is waiting on it to repair.
         if selected.is_some_and(|s| s.seqno >= seqno) {
             self.mark_dirty(slot);
-            self.urgent = true;
+            self.answer(now, from, slot);
             return;
+        }
+        let waiters = self.waiters.entry(slot).or_default();
+        match waiters.iter_mut().find(|w| w.asker == from) {
+            Some(w) => {
+                w.seqno = w.seqno.max(seqno);
+                w.since = now;
+            }
+            None => waiters.push(Waiter {
+                asker: from,
+                seqno,
+                since: now,
+            }),
         }
         if hops_left <= 1 {
             return;
         }
-        // On toward the destination: along our route, or, when we have none or it leads
-        // back to the asker, along the nearest route a neighbor still advertises,
-        // feasible or not (RFC 8966 §3.8.1.2). Around a failure the nodes a request must
-        // cross are the ones that just lost their routes, holding their retractions;
-        // dropping it there left a detour of many hops to the periodic refresh, seconds
-        // later. A request changes no route, so an unfeasible one is safe to follow, and
-        // `hops_left` and the once-per-interval rule below bound any circling.
-        let via = selected
-            .map(|s| s.next_hop)
-            .filter(|&next_hop| next_hop != from)
-            .or_else(|| self.nearest_advertiser(slot, from).map(|(_, n)| n));
-        let Some(via) = via else {
+        // On toward the destination: along our route, or, when we have none, it leads
+        // back to the asker or its next hop is suspected, along the nearest route a
+        // neighbor still advertises, feasible or not (RFC 8966 §3.8.1.2; see
+        // `request_paths`). Around a failure the nodes a request must cross are the ones
+        // that just lost their routes, holding their retractions; dropping it there left
+        // a detour of many hops to the periodic refresh, seconds later. A request
+        // changes no route, so an unfeasible one is safe to follow, and `hops_left` and
+        // the once-per-interval rule below bound any circling.
+        let paths = self.request_paths(slot, from);
+        if paths[0].is_none() {
             return;
-        };
+        }
         let dest = &mut self.dests[slot as usize];
         // The same request reaches us from several neighbors, and each passed
         // on copy is passed on again: one copy per request interval goes ahead,
-        // and the answer, announced to all neighbors, serves every asker.
+        // and the answer goes to every asker (see `answer_waiters`).
         let passed_on = dest.awaiting.is_some_and(|(wanted, at)| {
             wanted >= seqno && now.since(at) < self.config.request_interval_ms
         });
@@ -1321,14 +1393,98 @@ impl Routing {
         }
         let wanted = dest.awaiting.map_or(seqno, |(w, _)| w.max(seqno));
         dest.awaiting = Some((wanted, now));
-        self.outputs.push_back(Output::Send(
-            self.dests[via as usize].id,
-            RoutingMessage::SeqnoRequest {
+        for via in paths.into_iter().flatten() {
+            self.outputs.push_back(Output::Send(
+                self.dests[via as usize].id,
+                RoutingMessage::SeqnoRequest {
+                    destination,
+                    seqno,
+                    hops_left: hops_left - 1,
+                },
+            ));
+        }
+    }
+
+    /// Queues answers for the neighbors waiting on a seqno of `slot` that `seqno`
+    /// satisfies. Returns whether there were any.
+    fn answer_waiters(&mut self, now: Millis, slot: Slot, seqno: u32) -> bool {
+        let Some(waiters) = self.waiters.get_mut(&slot) else {
+            return false;
+        };
+        let mut answered = Vec::new();
+        waiters.retain(|w| {
+            let satisfied = seqno >= w.seqno;
+            if satisfied {
+                answered.push(w.asker);
+            }
+            !satisfied && now.since(w.since) < AWAIT_ANSWER_MS
+        });
+        if waiters.is_empty() {
+            self.waiters.remove(&slot);
+        }
+        for asker in &answered {
+            self.answer(now, *asker, slot);
+        }
+        !answered.is_empty()
+    }
+
+    /// Queues our route to `slot` for the neighbor `asker`, which asked for it. The
+    /// answer goes to the asker alone, within the urgent delay: it is what a repair
+    /// waits on, hop after hop back along the request's path. Every other neighbor
+    /// hears of the route with the next triggered update if it is news to them; at
+    /// 1000 nodes under churn broadcasting each answer at once made two thirds of the
+    /// triggered updates urgent, eight messages for what one neighbor waited on.
+    fn answer(&mut self, now: Millis, asker: Slot, slot: Slot) {
+        self.answers.push((asker, slot));
+        let at = now.plus(self.config.urgent_delay_ms);
+        self.answers_at = Some(self.answers_at.map_or(at, |t| t.min(at)));
+    }
+
+    /// Sends the queued answers, one update per asker.
+    fn send_answers(&mut self) {
+        let mut answers = std::mem::take(&mut self.answers);
+        answers.sort_unstable();
+        answers.dedup();
+        for group in answers.chunk_by(|a, b| a.0 == b.0) {
+            let asker = group[0].0;
+            if self.dests[asker as usize].link.is_none() {
+                continue;
+            }
+            let adverts: Vec<Advert> = group
+                .iter()
+                .filter_map(|&(_, slot)| self.current_advert(slot))
+                .collect();
+            if adverts.is_empty() {
+                continue;
+            }
+            let serial = self.next_serial();
+            self.outputs.push_back(Output::Send(
+                self.dests[asker as usize].id,
+                RoutingMessage::Update {
+                    serial,
+                    adverts,
+                    digest: None,
+                },
+            ));
+        }
+    }
+
+    /// Our route to `slot` as it is now, by short id (for a neighbor that named it).
+    fn current_advert(&self, slot: Slot) -> Option<Advert> {
+        let destination = Destination::Short(self.dests[slot as usize].short);
+        if slot == ME {
+            return Some(Advert {
                 destination,
-                seqno,
-                hops_left: hops_left - 1,
-            },
-        ));
+                seqno: self.seqno,
+                metric: 0,
+            });
+        }
+        let selected = self.dests[slot as usize].selected?;
+        Some(Advert {
+            destination,
+            seqno: selected.seqno,
+            metric: selected.metric,
+        })
     }
 
     fn schedule_triggered(&mut self, now: Millis) {
@@ -1431,6 +1587,10 @@ impl Routing {
         }
         self.triggered_at = None;
         self.urgent = false;
+        self.waiters.retain(|_, waiters| {
+            waiters.retain(|w| now.since(w.since) < AWAIT_ANSWER_MS);
+            !waiters.is_empty()
+        });
         let adverts = self.take_dirty();
         let digest = Some(self.digest());
         let serial = self.next_serial();

@@ -995,6 +995,92 @@ fn a_lost_route_answered_within_the_hold_is_never_retracted() {
 }
 
 #[test]
+fn a_route_lost_and_found_again_at_the_distance_told_is_not_told_again() {
+    // Within the hold neighbors never heard the route was lost: a new one at about the
+    // distance they hold is nothing new to them, whatever its next hop and seqno.
+    let config = RoutingConfig::default();
+    let now = Millis(0);
+    let mut r = holding_router(now);
+    r.remove_link(now, id(2));
+    let answer_at = now.plus(config.retraction_hold_ms / 2);
+    r.handle_message(answer_at, id(3), update_9(2, 1, 100));
+    assert_eq!(r.next_hop(&id(9)), Some(id(3)));
+    let told = told_about_9(
+        &mut r,
+        answer_at,
+        answer_at.plus(config.retraction_hold_ms * 2),
+    );
+    assert_eq!(
+        told,
+        vec![],
+        "4 still holds (0, 200), and r's route is (1, 200)"
+    );
+}
+
+#[test]
+fn a_route_found_unasked_goes_with_the_batch_and_an_answer_to_the_asker_at_once() {
+    let config = RoutingConfig::default();
+    assert!(config.urgent_delay_ms < config.triggered_delay_ms);
+    let mut now = Millis(0);
+    let mut r = Routing::new(id(1), config.clone(), now);
+    for n in 2..=4 {
+        r.set_link(now, id(n), 100);
+    }
+    let _ = std::iter::from_fn(|| r.poll_output()).count();
+    // What neighbors 3 and 4 are told of 9 by `at`.
+    let told_9_by = |r: &mut Routing, at: Millis| {
+        r.handle_timeout(at);
+        let outputs: Vec<Output> = std::iter::from_fn(|| r.poll_output()).collect();
+        [3, 4].map(|n| {
+            outputs
+                .iter()
+                .filter_map(|o| match o {
+                    Output::Send(to, m) if *to == id(n) => Some(m),
+                    Output::Broadcast(m) => Some(m),
+                    _ => None,
+                })
+                .flat_map(|m| match m {
+                    RoutingMessage::Update { adverts, .. } => adverts.clone(),
+                    _ => vec![],
+                })
+                .filter(|a| a.destination.short() == ShortId::of(&id(9)))
+                .map(|a| (a.seqno, a.metric))
+                .collect::<Vec<_>>()
+        })
+    };
+    // 9 joined, and 2 tells r of it: nobody waits on it, so it waits for the batch.
+    r.handle_message(now, id(2), update_9(1, 0, 100));
+    assert_eq!(
+        told_9_by(&mut r, now.plus(config.urgent_delay_ms)),
+        [vec![], vec![]]
+    );
+    now = now.plus(config.triggered_delay_ms);
+    assert_eq!(told_9_by(&mut r, now), [vec![(0, 200)], vec![(0, 200)]]);
+    // Lost, with nobody else to ask, then asked for by 3.
+    r.handle_message(now, id(2), update_9(2, 0, INFINITY));
+    now = now.plus(config.triggered_delay_ms);
+    let retracted = vec![(0, INFINITY)];
+    assert_eq!(told_9_by(&mut r, now), [retracted.clone(), retracted]);
+    r.handle_message(
+        now,
+        id(3),
+        RoutingMessage::SeqnoRequest {
+            destination: ShortId::of(&id(9)),
+            seqno: 1,
+            hops_left: 5,
+        },
+    );
+    // The answer goes to 3 at once, and to 4 with the batch.
+    r.handle_message(now, id(2), update_9(3, 1, 100));
+    assert_eq!(
+        told_9_by(&mut r, now.plus(config.urgent_delay_ms)),
+        [vec![(1, 200)], vec![]]
+    );
+    now = now.plus(config.triggered_delay_ms);
+    assert_eq!(told_9_by(&mut r, now), [vec![(1, 200)], vec![(1, 200)]]);
+}
+
+#[test]
 fn a_lost_route_is_retracted_when_the_hold_passes_unanswered() {
     let config = RoutingConfig::default();
     let now = Millis(0);
@@ -1010,6 +1096,17 @@ fn a_lost_route_is_retracted_when_the_hold_passes_unanswered() {
         hold_end.plus(config.triggered_delay_ms + 10),
     );
     assert_eq!(told, vec![(0, INFINITY)]);
+    // The answer comes late: the neighbors told of the loss wait on it without asking,
+    // so it goes to all of them at once.
+    let answer_at = hold_end.plus(config.triggered_delay_ms + 10);
+    r.handle_message(answer_at, id(3), update_9(2, 1, 400));
+    assert_eq!(r.next_hop(&id(9)), Some(id(3)));
+    let told = told_about_9(
+        &mut r,
+        answer_at,
+        answer_at.plus(config.urgent_delay_ms + 10),
+    );
+    assert_eq!(told, vec![(1, 500)]);
 }
 
 #[test]
@@ -1141,9 +1238,35 @@ fn a_suspected_next_hop_with_only_unfeasible_alternatives_is_asked_around_at_onc
     let answer_at = now.plus(50);
     r.handle_message(answer_at, id(3), update_9(2, 1, 400));
     assert_eq!(r.next_hop(&id(9)), Some(id(3)));
-    // Neighbors hear of it at once: it answers the request.
-    let told = told_about_9(&mut r, answer_at, answer_at.plus(50));
+    // Neighbors hear of it with the next triggered update: it is far longer than the
+    // route they were told of.
+    let told = told_about_9(
+        &mut r,
+        answer_at,
+        answer_at.plus(RoutingConfig::default().triggered_delay_ms + 10),
+    );
     assert_eq!(told, vec![(1, 500)]);
+}
+
+#[test]
+fn a_request_also_goes_around_a_suspected_next_hop() {
+    let now = Millis(0);
+    let mut r = holding_router(now);
+    r.suspect_link(now, id(2), true);
+    assert_eq!(r.next_hop(&id(9)), Some(id(2)));
+    let _ = std::iter::from_fn(|| r.poll_output()).count();
+    // 4 asks for a newer seqno than r's own request: r passes it on around 2, and to
+    // 2 as well, in case the suspicion is wrong.
+    r.handle_message(
+        now,
+        id(4),
+        RoutingMessage::SeqnoRequest {
+            destination: ShortId::of(&id(9)),
+            seqno: 2,
+            hops_left: 5,
+        },
+    );
+    assert_eq!(requests_for_9(&mut r, now, now), vec![id(2), id(3)]);
 }
 
 #[test]
