@@ -1081,14 +1081,16 @@ impl Routing {
                 // request. So a new next hop at about the distance they were told is not
                 // told, nor is a newer seqno, except to whoever asked for it (and then,
                 // with the next triggered update, to all, so that every neighbor holds
-                // what our digest says); nor is a route lost and found again within the
-                // retraction hold, which they never heard was lost. (Advertising the older
-                // seqno stays safe: it is worse than our feasibility distance, so the
-                // chain argument of the module docs holds.) When a node fails, nodes
-                // around it bump the seqnos of hundreds of destinations whose routes ran
-                // through it; telling every bump to the whole mesh was 80% of its routing
-                // traffic at 1000 nodes.
+                // what our digest says). (Advertising the older seqno stays safe: it is
+                // worse than our feasibility distance, so the chain argument of the
+                // module docs holds.) When a node fails, nodes around it bump the seqnos
+                // of hundreds of destinations whose routes ran through it; telling every
+                // bump to the whole mesh was 80% of its routing traffic at 1000 nodes.
+                // A route found again after it was lost is told, even within the
+                // retraction hold: by then neighbors may hold a newer seqno than the one
+                // we told, which makes our old advert unfeasible to them.
                 let significant = waited_on
+                    || current.is_none()
                     || dest.advertised.is_none_or(|(_, told)| {
                         f64::from(told.abs_diff(metric)) > significant_change * f64::from(told)
                     });

@@ -995,9 +995,9 @@ fn a_lost_route_answered_within_the_hold_is_never_retracted() {
 }
 
 #[test]
-fn a_route_lost_and_found_again_at_the_distance_told_is_not_told_again() {
-    // Within the hold neighbors never heard the route was lost: a new one at about the
-    // distance they hold is nothing new to them, whatever its next hop and seqno.
+fn a_route_found_again_within_the_hold_is_told_with_the_batch() {
+    // Neighbors never heard the route was lost, so nobody waits on it; but it is told,
+    // as they may hold a newer seqno by now than the one r told them.
     let config = RoutingConfig::default();
     let now = Millis(0);
     let mut r = holding_router(now);
@@ -1005,16 +1005,10 @@ fn a_route_lost_and_found_again_at_the_distance_told_is_not_told_again() {
     let answer_at = now.plus(config.retraction_hold_ms / 2);
     r.handle_message(answer_at, id(3), update_9(2, 1, 100));
     assert_eq!(r.next_hop(&id(9)), Some(id(3)));
-    let told = told_about_9(
-        &mut r,
-        answer_at,
-        answer_at.plus(config.retraction_hold_ms * 2),
-    );
-    assert_eq!(
-        told,
-        vec![],
-        "4 still holds (0, 200), and r's route is (1, 200)"
-    );
+    let urgent_end = answer_at.plus(config.urgent_delay_ms + 10);
+    assert_eq!(told_about_9(&mut r, answer_at, urgent_end), vec![]);
+    let batch_end = answer_at.plus(config.triggered_delay_ms + 10);
+    assert_eq!(told_about_9(&mut r, urgent_end, batch_end), vec![(1, 200)]);
 }
 
 #[test]
