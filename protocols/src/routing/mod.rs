@@ -73,9 +73,9 @@ pub struct RoutingConfig {
     /// retraction (see `retraction_hold_ms`).
     pub urgent_delay_ms: u64,
     /// A route whose metric is within this fraction of what neighbors were told waits
-    /// for the periodic update, whatever its next hop and seqno. Safe: loop freedom rests
-    /// on each node's own feasibility distance, not on how fresh its neighbors' view of
-    /// it is.
+    /// for the periodic update, whatever its next hop and seqno, unless it was lost in
+    /// between. Safe: loop freedom rests on each node's own feasibility distance, not on
+    /// how fresh its neighbors' view of it is.
     pub significant_change: f64,
     /// A lost route with unfeasible alternatives is retracted only if the seqno request
     /// sent for it is not answered within this long. The answer then reaches the nodes
