@@ -1160,10 +1160,19 @@ impl Routing {
     /// The linked neighbor other than `except` whose advertised route to `slot` is the
     /// shortest from here, feasible or not, with that distance.
     fn nearest_advertiser(&self, slot: Slot, except: Slot) -> Option<(u16, Slot)> {
+        self.nearest_advertiser_among(slot, |n| n != except)
+    }
+
+    /// [`Routing::nearest_advertiser`] among the neighbors `among` admits.
+    fn nearest_advertiser_among(
+        &self,
+        slot: Slot,
+        among: impl Fn(Slot) -> bool,
+    ) -> Option<(u16, Slot)> {
         self.dests[slot as usize]
             .heard
             .iter()
-            .filter(|h| h.metric != INFINITY && h.neighbor != except)
+            .filter(|h| h.metric != INFINITY && among(h.neighbor))
             .filter_map(|h| {
                 let cost = self.dests[h.neighbor as usize].link?;
                 Some((h.metric.saturating_add(cost), h.neighbor))
@@ -1178,8 +1187,7 @@ impl Routing {
     /// failed, routes through it are the stale ones a request dies on; but a suspicion
     /// can be wrong, and the suspect may be the destination itself, so it is asked too.
     fn request_paths(&self, slot: Slot, from: Slot) -> [Option<Slot>; 2] {
-        let dest = &self.dests[slot as usize];
-        let best = dest
+        let best = self.dests[slot as usize]
             .selected
             .map(|s| s.next_hop)
             .filter(|&n| n != from)
@@ -1187,16 +1195,8 @@ impl Routing {
         let Some(best) = best.filter(|&n| self.dests[n as usize].suspected) else {
             return [best, None];
         };
-        let around = dest
-            .heard
-            .iter()
-            .filter(|h| h.metric != INFINITY && h.neighbor != from)
-            .filter(|h| !self.dests[h.neighbor as usize].suspected)
-            .filter_map(|h| {
-                let cost = self.dests[h.neighbor as usize].link?;
-                Some((h.metric.saturating_add(cost), h.neighbor))
-            })
-            .min()
+        let around = self
+            .nearest_advertiser_among(slot, |n| n != from && !self.dests[n as usize].suspected)
             .map(|(_, n)| n);
         [Some(best), around]
     }
