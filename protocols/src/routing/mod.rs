@@ -1132,8 +1132,14 @@ impl Routing {
                     next_hop_asked = retracted;
                     self.dests[slot as usize].selected = None;
                     self.route_count -= 1;
-                    if unfeasible.is_some() && hold > 0 && !retracted {
-                        let at = now.plus(hold);
+                    // The hold counts from when a request went out: mostly at the next
+                    // hop's suspicion, half a second before its loss, and by then the
+                    // nodes around that still route through it have had as long to
+                    // answer. Holding again from the loss left their requests circling
+                    // among them, each route stale, for another half second.
+                    let asked_at = self.request_out_since(now, slot).unwrap_or(now);
+                    let at = asked_at.plus(hold).max(now);
+                    if unfeasible.is_some() && at > now && !retracted {
                         self.dests[slot as usize].retract_at = Some(at);
                         self.next_retraction = Some(self.next_retraction.map_or(at, |n| n.min(at)));
                     } else {
@@ -1302,6 +1308,16 @@ impl Routing {
                     .push_back(Output::Send(neighbor.id, request.clone()));
             }
         }
+    }
+
+    /// Since when a seqno request that would make a route to `slot` feasible again
+    /// has been out, sent or passed on by us.
+    fn request_out_since(&self, now: Millis, slot: Slot) -> Option<Millis> {
+        let dest = &self.dests[slot as usize];
+        let needed = dest.feasibility.map_or(0, |fd| fd.seqno.saturating_add(1));
+        dest.awaiting
+            .filter(|&(wanted, at)| wanted >= needed && now.since(at) < AWAIT_ANSWER_MS)
+            .map(|(_, at)| at)
     }
 
     /// The seqno of our open request for `slot` if the neighbor we sent it to has lost

@@ -1225,6 +1225,28 @@ fn a_suspected_next_hop_with_only_unfeasible_alternatives_is_asked_around_at_onc
 }
 
 #[test]
+fn a_next_hop_lost_after_its_suspicion_holds_the_retraction_from_the_request() {
+    let config = RoutingConfig::default();
+    let hold = config.retraction_hold_ms;
+    let suspected_at = Millis(0);
+    let mut r = suspecting_its_next_hop(suspected_at);
+    assert_eq!(requests_for_9(&mut r, suspected_at, suspected_at), vec![id(3)]);
+    // Declared down halfway through the hold the request started.
+    let lost_at = suspected_at.plus(hold / 2);
+    assert_eq!(told_about_9(&mut r, suspected_at, lost_at), vec![]);
+    r.remove_link(lost_at, id(2));
+    assert_eq!(r.next_hop(&id(9)), None);
+    let hold_end = suspected_at.plus(hold);
+    assert_eq!(told_about_9(&mut r, lost_at, hold_end), vec![]);
+    // Retracted with the first triggered update after the request's hold, not a whole
+    // hold after the loss.
+    let retracted_by = hold_end.plus(config.triggered_delay_ms + 10);
+    assert!(retracted_by < lost_at.plus(hold));
+    let told = told_about_9(&mut r, hold_end, retracted_by);
+    assert_eq!(told, vec![(0, INFINITY)]);
+}
+
+#[test]
 fn a_request_also_goes_around_a_suspected_next_hop() {
     let now = Millis(0);
     let mut r = suspecting_its_next_hop(now);
