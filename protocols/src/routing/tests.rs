@@ -1230,7 +1230,10 @@ fn a_next_hop_lost_after_its_suspicion_holds_the_retraction_from_the_request() {
     let hold = config.retraction_hold_ms;
     let suspected_at = Millis(0);
     let mut r = suspecting_its_next_hop(suspected_at);
-    assert_eq!(requests_for_9(&mut r, suspected_at, suspected_at), vec![id(3)]);
+    assert_eq!(
+        requests_for_9(&mut r, suspected_at, suspected_at),
+        vec![id(3)]
+    );
     // Declared down halfway through the hold the request started.
     let lost_at = suspected_at.plus(hold / 2);
     assert_eq!(told_about_9(&mut r, suspected_at, lost_at), vec![]);
