@@ -2,7 +2,7 @@
 //!
 //! At 1000 nodes every table has 1000 rows and every departure or return of a node
 //! changes a row on every node, so the size of one advert decides the mesh's control
-//! traffic. Destinations therefore travel as 8-byte [`ShortId`]s once a neighbor can be
+//! traffic. Destinations therefore travel as 6-byte [`ShortId`]s once a neighbor can be
 //! expected to know the full id, and tables are split into [`BUCKETS`] buckets so that a
 //! neighbor who missed something fetches one bucket, not the table.
 //!
@@ -119,7 +119,7 @@ pub enum RoutingMessage {
     /// table we dropped before the link counted, and when a digest or an unknown short
     /// id shows that we missed something. `full` asks for full ids: needed on a new link
     /// and for short ids we could not place; a lost update is repaired by short ids, at
-    /// a third of the size.
+    /// a quarter of the size.
     TableRequest { buckets: BucketMask, full: bool },
     /// "Please advertise `destination` with a seqno of at least `seqno`."
     SeqnoRequest {
@@ -159,6 +159,13 @@ pub fn serial_newer(a: u32, b: u32) -> bool {
 mod tests {
     use super::*;
 
+    /// A node id whose short id holds `n`.
+    fn id_from(n: u64) -> NodeId {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&n.to_le_bytes());
+        NodeId(bytes)
+    }
+
     #[test]
     fn serials_compare_across_the_wrap() {
         assert!(serial_newer(1, 0));
@@ -169,7 +176,7 @@ mod tests {
     }
 
     #[test]
-    fn short_adverts_are_a_third_of_full_ones() {
+    fn short_adverts_are_a_quarter_of_full_ones() {
         let id = NodeId([7; 32]);
         let size = |destination| {
             postcard::to_stdvec(&Advert {
@@ -181,7 +188,7 @@ mod tests {
             .len()
         };
         assert_eq!(size(Destination::Full(id)), 1 + 32 + 1 + 2);
-        assert_eq!(size(Destination::Short(ShortId::of(&id))), 1 + 8 + 1 + 2);
+        assert_eq!(size(Destination::Short(ShortId::of(&id))), 1 + 6 + 1 + 2);
     }
 
     #[test]
@@ -197,7 +204,7 @@ mod tests {
         for short in 0..64u64 {
             for seqno in 0..3 {
                 for metric in 0..1024 {
-                    let hash = advert_hash(ShortId(short.to_le_bytes()), seqno, metric);
+                    let hash = advert_hash(ShortId::of(&id_from(short)), seqno, metric);
                     zeros += usize::from(hash == 0);
                     if seqno == 0 && metric < 64 && !seen.insert(hash) {
                         collisions += 1;
@@ -234,9 +241,7 @@ mod tests {
     fn buckets_spread_consecutive_ids() {
         let mut used = [0usize; BUCKETS];
         for n in 0..6400u64 {
-            let mut bytes = [0u8; 32];
-            bytes[..8].copy_from_slice(&n.to_le_bytes());
-            used[bucket(ShortId::of(&NodeId(bytes)))] += 1;
+            used[bucket(ShortId::of(&id_from(n)))] += 1;
         }
         assert!(used.iter().all(|&n| (60..140).contains(&n)), "{used:?}");
     }
