@@ -48,11 +48,62 @@ impl Destination {
 }
 
 /// One advertised route.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Advert {
     pub destination: Destination,
     pub seqno: u32,
     pub metric: u16,
+}
+
+/// On the wire as `seqno · 2 + full` (a varint), the destination's id bytes (32 when
+/// full, [`ShortId`]'s otherwise) and the metric: the seqno's spare bit says which
+/// form follows, where an enum tag took a byte of every advert, a tenth of a short one.
+impl Serialize for Advert {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let full = matches!(self.destination, Destination::Full(_));
+        let mut tuple = serializer.serialize_tuple(3)?;
+        tuple.serialize_element(&(u64::from(self.seqno) << 1 | u64::from(full)))?;
+        match &self.destination {
+            Destination::Full(id) => tuple.serialize_element(id)?,
+            Destination::Short(short) => tuple.serialize_element(short)?,
+        }
+        tuple.serialize_element(&self.metric)?;
+        tuple.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Advert {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AdvertVisitor;
+        impl<'de> serde::de::Visitor<'de> for AdvertVisitor {
+            type Value = Advert;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an advert: seqno and form, destination, metric")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Advert, A::Error> {
+                use serde::de::Error;
+                let missing = |i| A::Error::invalid_length(i, &self);
+                let head: u64 = seq.next_element()?.ok_or_else(|| missing(0))?;
+                let seqno = u32::try_from(head >> 1)
+                    .map_err(|_| A::Error::custom("advert seqno beyond 32 bits"))?;
+                let destination = match head & 1 == 1 {
+                    true => Destination::Full(seq.next_element()?.ok_or_else(|| missing(1))?),
+                    false => Destination::Short(seq.next_element()?.ok_or_else(|| missing(1))?),
+                };
+                let metric = seq.next_element()?.ok_or_else(|| missing(2))?;
+                Ok(Advert {
+                    destination,
+                    seqno,
+                    metric,
+                })
+            }
+        }
+        deserializer.deserialize_tuple(3, AdvertVisitor)
+    }
 }
 
 /// Per-bucket fingerprints of a table: wrapping sums of [`advert_hash`], two bytes each.
@@ -187,8 +238,37 @@ mod tests {
             .expect("serializes")
             .len()
         };
-        assert_eq!(size(Destination::Full(id)), 1 + 32 + 1 + 2);
-        assert_eq!(size(Destination::Short(ShortId::of(&id))), 1 + 6 + 1 + 2);
+        // Seqno and form, id, metric.
+        assert_eq!(size(Destination::Full(id)), 1 + 32 + 2);
+        assert_eq!(size(Destination::Short(ShortId::of(&id))), 1 + 6 + 2);
+    }
+
+    #[test]
+    fn adverts_of_either_form_read_back_as_written() {
+        let id = NodeId([9; 32]);
+        for destination in [Destination::Full(id), Destination::Short(ShortId::of(&id))] {
+            for seqno in [0, 1, 63, 64, u32::MAX] {
+                let advert = Advert {
+                    destination,
+                    seqno,
+                    metric: crate::routing::INFINITY,
+                };
+                let update = RoutingMessage::Update {
+                    serial: 5,
+                    adverts: vec![advert, advert],
+                    digest: None,
+                };
+                let bytes = postcard::to_stdvec(&update).expect("serializes");
+                assert_eq!(postcard::from_bytes::<RoutingMessage>(&bytes), Ok(update));
+            }
+        }
+        // A seqno beyond 32 bits is refused, not cut.
+        let head = (u64::from(u32::MAX) + 1) << 1;
+        let bytes = postcard::to_stdvec(&(head, ShortId::of(&id), 7u16)).expect("bytes");
+        assert!(postcard::from_bytes::<Advert>(&bytes).is_err());
+        // So is an advert cut short.
+        let bytes = postcard::to_stdvec(&(1u64 << 1 | 1, [9u8; 8])).expect("bytes");
+        assert!(postcard::from_bytes::<Advert>(&bytes).is_err());
     }
 
     #[test]
