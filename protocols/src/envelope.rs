@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::identity::verify_signature;
 use crate::{Identity, NodeId};
 
-/// The envelope version this build writes and accepts.
-pub const VERSION: u8 = 1;
+/// The envelope version this build writes and accepts. Version 2: routing payloads name
+/// nodes by 6-byte short ids and carry an advert's form in its seqno (a version 1 peer
+/// would misread both, so it is refused by its version instead).
+pub const VERSION: u8 = 2;
 
 /// The version byte of a [`Kind::Link`] envelope's compact wire form: the session frame
 /// alone, because the transport already names the sender and the frame authenticates
