@@ -297,7 +297,7 @@ impl Envelope {
 
 impl Envelope {
     /// The envelope for a link frame: without `from` (the frame's sender, which the
-    /// session authenticates) and without a signature, 96 bytes less than
+    /// session authenticates) and without a signature, 98 bytes less than
     /// [`Envelope::encode`] on every envelope a link carries. A signature would prove
     /// nothing there: what arrives in the session is the peer's, whose keys came from a
     /// handshake it signed, so the receiver checks none.
@@ -308,9 +308,9 @@ impl Envelope {
     /// sealed message were 2 to 3 bytes of the ~30 that each of the 57 messages a node
     /// sends per second pays at 1000 nodes under churn.
     pub fn encode_in_link(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(3 + self.payload.len());
+        let out = Vec::with_capacity(3 + self.payload.len());
         // A u16 always serializes.
-        out.extend(postcard::to_stdvec(&self.kind.code()).unwrap_or_default());
+        let mut out = postcard::to_extend(&self.kind.code(), out).unwrap_or_default();
         out.extend_from_slice(&self.payload);
         out
     }
@@ -318,12 +318,7 @@ impl Envelope {
     /// The inverse of [`Envelope::encode_in_link`] for a frame `from` sent. Total: any
     /// byte string gives an envelope or a typed error.
     pub fn decode_in_link(from: NodeId, bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
-        if bytes.is_empty() {
-            return Err(EnvelopeError::Empty);
-        }
-        if bytes.len() > MAX_ENVELOPE_BYTES {
-            return Err(EnvelopeError::TooLarge(bytes.len()));
-        }
+        check_size(bytes)?;
         let (kind, payload): (u16, &[u8]) = postcard::take_from_bytes(bytes)
             .map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
         Ok(Envelope {
@@ -336,17 +331,24 @@ impl Envelope {
     }
 }
 
+/// Refuses what is empty or larger than any envelope before anything in it is read.
+fn check_size(bytes: &[u8]) -> Result<(), EnvelopeError> {
+    if bytes.is_empty() {
+        return Err(EnvelopeError::Empty);
+    }
+    if bytes.len() > MAX_ENVELOPE_BYTES {
+        return Err(EnvelopeError::TooLarge(bytes.len()));
+    }
+    Ok(())
+}
+
 /// Any wire form, with its size and version checked before anything else is read.
 fn decode_wire<'de, T: Deserialize<'de>>(
     bytes: &'de [u8],
     expected_version: u8,
 ) -> Result<T, EnvelopeError> {
-    let Some(&version) = bytes.first() else {
-        return Err(EnvelopeError::Empty);
-    };
-    if bytes.len() > MAX_ENVELOPE_BYTES {
-        return Err(EnvelopeError::TooLarge(bytes.len()));
-    }
+    check_size(bytes)?;
+    let version = bytes[0];
     // postcard writes a u8 as one raw byte, so the version is always the first byte
     // and can be refused before the rest is trusted.
     if version != expected_version {
