@@ -10,17 +10,28 @@ fn id(n: usize) -> NodeId {
     NodeId(b)
 }
 
+/// The tag a test's made-up neighbor gives destination `n`.
+fn their_tag(n: usize) -> Tag {
+    n as Tag + 1
+}
+
+/// `r`'s own tag for node `n`, which it names it by.
+fn tag_of(r: &Routing, n: usize) -> Tag {
+    r.slot_of(&id(n)).expect("a known node")
+}
+
 fn update(serial: u32, adverts: &[(usize, u16)]) -> RoutingMessage {
     RoutingMessage::Update {
         serial,
         adverts: adverts
             .iter()
             .map(|&(d, metric)| Advert {
-                destination: Destination::Full(id(d)),
+                destination: Destination::full(their_tag(d), id(d)),
                 seqno: 0,
                 metric,
             })
             .collect(),
+        incarnation: 0,
         digest: None,
     }
 }
@@ -30,10 +41,11 @@ fn update_9(serial: u32, seqno: u32, metric: u16) -> RoutingMessage {
     RoutingMessage::Update {
         serial,
         adverts: vec![Advert {
-            destination: Destination::Full(id(9)),
+            destination: Destination::full(their_tag(9), id(9)),
             seqno,
             metric,
         }],
+        incarnation: 0,
         digest: None,
     }
 }
@@ -189,7 +201,7 @@ fn a_returning_node_asks_one_neighbor_for_names_and_places_the_others_rows() {
         assert!(
             adverts
                 .iter()
-                .all(|a| matches!(a.destination, Destination::Short(_)))
+                .all(|a| matches!(a.destination.name, Name::Short(_)))
         );
     }
     let name_requests = |r: &mut Routing, to| {
@@ -298,7 +310,7 @@ fn matching_digests_keep_routes_alive_and_a_mismatch_asks_for_one_bucket() {
         assert_eq!(
             adverts
                 .iter()
-                .all(|a| matches!(a.destination, Destination::Full(_))),
+                .all(|a| matches!(a.destination.name, Name::Full(_))),
             full
         );
         for m in resent {
@@ -332,7 +344,7 @@ fn a_lost_update_about_a_known_destination_is_repaired_by_short_ids() {
     let resent = for_neighbor(&mut a, id(2));
     assert!(
         matches!(&resent[..], [RoutingMessage::Table { adverts, .. }]
-            if adverts.iter().all(|a| matches!(a.destination, Destination::Short(_)))),
+            if adverts.iter().all(|a| matches!(a.destination.name, Name::Short(_)))),
         "{resent:?}"
     );
     for m in resent {
@@ -340,6 +352,94 @@ fn a_lost_update_about_a_known_destination_is_repaired_by_short_ids() {
     }
     assert_eq!(b.next_hop(&id(3)), None);
     assert!(for_neighbor(&mut b, id(1)).is_empty());
+}
+
+#[test]
+fn a_tag_whose_naming_was_lost_is_asked_for_by_name() {
+    let config = RoutingConfig::default();
+    let mut now = Millis(0);
+    let (mut a, mut b) = linked_pair(now);
+    now = gain_neighbor_3(now, &mut a);
+    // The update naming 3 in full is lost on its way to b.
+    let _lost = for_neighbor(&mut a, id(2));
+    // 3's link gets much dearer: a tells it by its tag alone, which b cannot place.
+    a.set_link(now, id(3), 1000);
+    now = now.plus(config.triggered_delay_ms);
+    a.handle_timeout(now);
+    let asked = exchange(now, &mut a, &mut b);
+    let tag = tag_of(&a, 3);
+    assert_eq!(b.next_hop(&id(3)), None);
+    assert_eq!(asked, vec![RoutingMessage::NameRequest { tags: vec![tag] }]);
+    // a names it in full, with the route as it told it.
+    for m in asked {
+        a.handle_message(now, id(2), m);
+    }
+    let named = for_neighbor(&mut a, id(2));
+    let expected = Advert {
+        destination: Destination::full(tag, id(3)),
+        seqno: 0,
+        metric: 1000,
+    };
+    assert!(
+        matches!(&named[..], [RoutingMessage::Update { adverts, .. }] if adverts == &[expected]),
+        "{named:?}"
+    );
+    for m in named {
+        b.handle_message(now, id(1), m);
+    }
+    assert_eq!(b.next_hop(&id(3)), Some(id(1)));
+    // From then on the tag alone does.
+    a.set_link(now, id(3), 100);
+    now = now.plus(config.triggered_delay_ms);
+    a.handle_timeout(now);
+    assert_eq!(exchange(now, &mut a, &mut b), vec![]);
+    let metric = b
+        .routes()
+        .find(|r| r.destination == id(3))
+        .map(|r| r.metric);
+    assert_eq!(metric, Some(200));
+}
+
+#[test]
+fn tags_from_a_neighbors_earlier_run_are_not_read_in_its_new_one() {
+    let now = Millis(0);
+    let mut r = Routing::new(id(1), RoutingConfig::default(), now);
+    r.set_link(now, id(2), 100);
+    // 2 names 9 in full, under its tag for it, in its run 0.
+    r.handle_message(now, id(2), update(1, &[(9, 100)]));
+    let _ = std::iter::from_fn(|| r.poll_output()).count();
+    let by_tag = |serial, incarnation, metric| RoutingMessage::Update {
+        serial,
+        incarnation,
+        adverts: vec![Advert {
+            destination: Destination::tag(their_tag(9)),
+            seqno: 0,
+            metric,
+        }],
+        digest: None,
+    };
+    let metric_to_9 = |r: &Routing| {
+        r.routes()
+            .find(|r| r.destination == id(9))
+            .map(|r| r.metric)
+    };
+    assert_eq!(metric_to_9(&r), Some(200));
+    // In the same run, the tag alone names 9.
+    r.handle_message(now, id(2), by_tag(2, 0, 50));
+    assert_eq!(metric_to_9(&r), Some(150));
+    // 2's router restarted and numbers anew: the tag is not read as 9's, but asked for.
+    r.handle_message(now, id(2), by_tag(3, 1, 900));
+    assert_eq!(metric_to_9(&r), Some(150));
+    let asked: Vec<RoutingMessage> = for_neighbor(&mut r, id(2))
+        .into_iter()
+        .filter(|m| matches!(m, RoutingMessage::NameRequest { .. }))
+        .collect();
+    assert_eq!(
+        asked,
+        vec![RoutingMessage::NameRequest {
+            tags: vec![their_tag(9)]
+        }]
+    );
 }
 
 #[test]
@@ -366,8 +466,9 @@ fn an_unknown_short_id_asks_for_its_bucket_in_full() {
         id(2),
         RoutingMessage::Update {
             serial: 1,
+            incarnation: 0,
             adverts: vec![Advert {
-                destination: Destination::Short(short),
+                destination: Destination::short(their_tag(9), short),
                 seqno: 0,
                 metric: 100,
             }],
@@ -385,7 +486,7 @@ fn an_unknown_short_id_asks_for_its_bucket_in_full() {
 }
 
 #[test]
-fn changes_name_known_destinations_by_short_id() {
+fn changes_name_known_destinations_by_tag() {
     let now = Millis(0);
     let mut r = Routing::new(id(1), RoutingConfig::default(), now);
     r.set_link(now, id(2), 100);
@@ -396,20 +497,20 @@ fn changes_name_known_destinations_by_short_id() {
     let first = adverts_for(&mut r, id(2));
     assert!(
         first.contains(&Advert {
-            destination: Destination::Full(id(9)),
+            destination: Destination::full(tag_of(&r, 9), id(9)),
             seqno: 0,
             metric: 200
         }),
         "{first:?}"
     );
-    // Moving to another next hop is told by short id: every neighbor was told the id.
+    // Moving to another next hop is told by tag: every neighbor was told the id.
     r.handle_message(later, id(3), update(1, &[(9, 10)]));
     r.handle_timeout(later.plus(1000));
     let second = adverts_for(&mut r, id(2));
     assert_eq!(
         second,
         vec![Advert {
-            destination: Destination::Short(ShortId::of(&id(9))),
+            destination: Destination::tag(tag_of(&r, 9)),
             seqno: 0,
             metric: 110
         }]
@@ -610,8 +711,9 @@ fn updates_from_strangers_are_ignored() {
         id(9),
         RoutingMessage::Update {
             serial: 1,
+            incarnation: 0,
             adverts: vec![Advert {
-                destination: Destination::Full(id(5)),
+                destination: Destination::full(their_tag(5), id(5)),
                 seqno: 1,
                 metric: 1,
             }],
@@ -720,15 +822,16 @@ fn a_restarted_router_outruns_the_seqno_its_neighbors_remember() {
         id(2),
         RoutingMessage::Table {
             serial: 1,
+            incarnation: 0,
             buckets: ALL_BUCKETS,
             adverts: vec![
                 Advert {
-                    destination: Destination::Full(id(2)),
+                    destination: Destination::full(their_tag(2), id(2)),
                     seqno: 0,
                     metric: 0,
                 },
                 Advert {
-                    destination: Destination::Full(id(1)),
+                    destination: Destination::full(their_tag(1), id(1)),
                     seqno: 5,
                     metric: 100,
                 },
@@ -739,8 +842,9 @@ fn a_restarted_router_outruns_the_seqno_its_neighbors_remember() {
     a.handle_timeout(now.plus(RoutingConfig::default().urgent_delay_ms));
     let told = for_neighbor(&mut a, id(2));
     assert!(
-        told.iter().any(|m| matches!(m, RoutingMessage::Update { adverts, .. }
-            if adverts.iter().any(|ad| ad.destination.short() == ShortId::of(&id(1)) && ad.seqno == 6))),
+        told.iter()
+            .any(|m| matches!(m, RoutingMessage::Update { adverts, .. }
+            if adverts.iter().any(|ad| ad.destination == Destination::tag(0) && ad.seqno == 6))),
         "{told:?}"
     );
 }
@@ -758,9 +862,10 @@ fn a_table_in_full_replaces_what_a_restarted_neighbor_said_under_older_serials()
         id(2),
         RoutingMessage::Table {
             serial: 3,
+            incarnation: 0,
             buckets: ALL_BUCKETS,
             adverts: vec![Advert {
-                destination: Destination::Full(id(2)),
+                destination: Destination::full(their_tag(2), id(2)),
                 seqno: 0,
                 metric: 0,
             }],
@@ -794,7 +899,7 @@ fn a_newer_seqno_alone_is_told_only_back_along_a_requests_path() {
         now,
         id(3),
         RoutingMessage::SeqnoRequest {
-            destination: ShortId::of(&id(9)),
+            destination: tag_of(&r, 9),
             seqno: 2,
             hops_left: 5,
         },
@@ -866,7 +971,7 @@ fn request_9_from(r: &mut Routing, now: Millis, asker: usize) {
         now,
         id(asker),
         RoutingMessage::SeqnoRequest {
-            destination: ShortId::of(&id(9)),
+            destination: tag_of(r, 9),
             seqno: 1,
             hops_left: 5,
         },
@@ -893,7 +998,7 @@ fn a_request_heard_from_several_neighbors_is_passed_on_once() {
         vec![Output::Send(
             id(2),
             RoutingMessage::SeqnoRequest {
-                destination: ShortId::of(&id(9)),
+                destination: their_tag(9),
                 seqno: 1,
                 hops_left: 4,
             }
@@ -917,15 +1022,15 @@ fn a_destination_is_named_in_full_only_the_first_time() {
     };
     r.handle_message(now, id(2), update_9(1, 0, 100));
     now = now.plus(config.triggered_delay_ms);
-    assert_eq!(told(&mut r, now), vec![Destination::Full(id(9))]);
-    // Lost, and back under a newer seqno: 3 already knows 9's id.
+    let tag = tag_of(&r, 9);
+    assert_eq!(told(&mut r, now), vec![Destination::full(tag, id(9))]);
+    // Lost, and back under a newer seqno: 3 already knows 9's id, and our tag for it.
     r.handle_message(now, id(2), update_9(2, 0, INFINITY));
     now = now.plus(config.triggered_delay_ms);
-    let short = Destination::Short(ShortId::of(&id(9)));
-    assert_eq!(told(&mut r, now), vec![short]);
+    assert_eq!(told(&mut r, now), vec![Destination::tag(tag)]);
     r.handle_message(now, id(2), update_9(3, 1, 100));
     now = now.plus(config.triggered_delay_ms);
-    assert_eq!(told(&mut r, now), vec![short]);
+    assert_eq!(told(&mut r, now), vec![Destination::tag(tag)]);
 }
 
 /// r routes to 9 through 2, and hears of a longer, unfeasible route through 3.
@@ -948,10 +1053,11 @@ fn told_about_9(r: &mut Routing, mut now: Millis, until: Millis) -> Vec<(u32, u1
     while now < until {
         now = now.plus(10);
         r.handle_timeout(now);
+        let tag = tag_of(r, 9);
         told.extend(
             adverts_for(r, id(4))
                 .into_iter()
-                .filter(|a| a.destination.short() == ShortId::of(&id(9)))
+                .filter(|a| a.destination.tag == tag)
                 .map(|a| (a.seqno, a.metric)),
         );
     }
@@ -999,6 +1105,7 @@ fn a_route_found_unasked_goes_with_the_batch_and_an_answer_to_the_asker_at_once(
     // What neighbors 3 and 4 are told of 9 by `at`.
     let told_9_by = |r: &mut Routing, at: Millis| {
         r.handle_timeout(at);
+        let tag = tag_of(r, 9);
         let outputs: Vec<Output> = std::iter::from_fn(|| r.poll_output()).collect();
         [3, 4].map(|n| {
             outputs
@@ -1012,7 +1119,7 @@ fn a_route_found_unasked_goes_with_the_batch_and_an_answer_to_the_asker_at_once(
                     RoutingMessage::Update { adverts, .. } => adverts.clone(),
                     _ => vec![],
                 })
-                .filter(|a| a.destination.short() == ShortId::of(&id(9)))
+                .filter(|a| a.destination.tag == tag)
                 .map(|a| (a.seqno, a.metric))
                 .collect::<Vec<_>>()
         })
@@ -1034,7 +1141,7 @@ fn a_route_found_unasked_goes_with_the_batch_and_an_answer_to_the_asker_at_once(
         now,
         id(3),
         RoutingMessage::SeqnoRequest {
-            destination: ShortId::of(&id(9)),
+            destination: tag_of(&r, 9),
             seqno: 1,
             hops_left: 5,
         },
@@ -1113,7 +1220,7 @@ fn requests_for_9(r: &mut Routing, mut now: Millis, until: Millis) -> Vec<NodeId
         asked.extend(
             std::iter::from_fn(|| r.poll_output()).filter_map(|o| match o {
                 Output::Send(to, RoutingMessage::SeqnoRequest { destination, .. })
-                    if destination == ShortId::of(&id(9)) =>
+                    if destination == their_tag(9) =>
                 {
                     Some(to)
                 }
@@ -1260,7 +1367,7 @@ fn a_request_also_goes_around_a_suspected_next_hop() {
         now,
         id(4),
         RoutingMessage::SeqnoRequest {
-            destination: ShortId::of(&id(9)),
+            destination: tag_of(&r, 9),
             seqno: 2,
             hops_left: 5,
         },
