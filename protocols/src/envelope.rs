@@ -14,16 +14,18 @@ use crate::{Identity, NodeId};
 /// The envelope version this build writes and accepts. Version 2: routing payloads name
 /// nodes by 6-byte short ids and carry an advert's form in its seqno (a version 1 peer
 /// would misread both, so it is refused by its version instead). Version 3: routing
-/// payloads name destinations by the sender's tags and carry its incarnation.
-pub const VERSION: u8 = 3;
+/// payloads name destinations by the sender's tags and carry its incarnation. Version 4:
+/// seqno requests travel in lists.
+pub const VERSION: u8 = 4;
 
 /// The version byte of a [`Kind::Link`] envelope's compact wire form: the session frame
 /// alone, because the transport already names the sender and the frame authenticates
 /// itself (see [`Envelope::encode`]). Version 3 wrote the frame without a length (it is
 /// the rest of the message) and inside it the envelope without a signature field;
 /// version 4 writes that envelope as its kind and payload alone (see
-/// [`Envelope::encode_in_link`]); version 5 carries an envelope of [`VERSION`] 3.
-pub const LINK_FRAME_VERSION: u8 = 5;
+/// [`Envelope::encode_in_link`]); version 5 carries an envelope of [`VERSION`] 3, and
+/// version 6 one of version 4.
+pub const LINK_FRAME_VERSION: u8 = 6;
 
 /// Largest encoded envelope accepted from the network. Bounds memory per message before
 /// anything is parsed.

@@ -29,7 +29,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 pub use wire::{
     ALL_BUCKETS, Advert, BUCKETS, BucketMask, Destination, Digest, MAX_TAG, Name, RoutingMessage,
-    Tag,
+    SeqnoRequest, Tag,
 };
 use wire::{advert_hash, bucket, serial_newer};
 
@@ -335,6 +335,9 @@ pub struct Routing {
     urgent: bool,
     /// Neighbors waiting on seqno requests we could not answer yet, by destination.
     waiters: HashMap<Slot, Vec<Waiter>>,
+    /// Seqno requests made since the outputs were last polled, by neighbor: they go as
+    /// one message to each (see [`SeqnoRequest`]).
+    requests_out: Vec<(Slot, Vec<SeqnoRequest>)>,
     /// Answers due to neighbors that asked, as (asker, destination), and when they go.
     answers: Vec<(Slot, Slot)>,
     answers_at: Option<Millis>,
@@ -370,6 +373,7 @@ impl Routing {
             dirty: Vec::new(),
             triggered_at: None,
             waiters: HashMap::new(),
+            requests_out: Vec::new(),
             answers: Vec::new(),
             answers_at: None,
             urgent: false,
@@ -548,11 +552,11 @@ impl Routing {
                 }
             }
             RoutingMessage::NameRequest { tags } => self.name_tags(from, &tags),
-            RoutingMessage::SeqnoRequest {
-                destination,
-                seqno,
-                hops_left,
-            } => self.handle_request(now, neighbor, destination, seqno, hops_left),
+            RoutingMessage::SeqnoRequests(requests) => {
+                for request in requests {
+                    self.handle_request(now, neighbor, request);
+                }
+            }
         }
         if self.dests.len() > known_before && self.unplaced_rows > 0 {
             self.place_unplaced(now);
@@ -652,6 +656,11 @@ impl Routing {
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
+        for (neighbor, requests) in std::mem::take(&mut self.requests_out) {
+            let to = self.dests[neighbor as usize].id;
+            let message = RoutingMessage::SeqnoRequests(requests);
+            self.outputs.push_back(Output::Send(to, message));
+        }
         self.outputs.pop_front()
     }
 
@@ -1435,14 +1444,15 @@ impl Routing {
     /// Sends a seqno request to `neighbor`, naming the destination by the neighbor's
     /// `tag` for it.
     fn send_request(&mut self, neighbor: Slot, tag: Tag, seqno: u32, hops_left: u8) {
-        self.outputs.push_back(Output::Send(
-            self.dests[neighbor as usize].id,
-            RoutingMessage::SeqnoRequest {
-                destination: tag,
-                seqno,
-                hops_left,
-            },
-        ));
+        let request = SeqnoRequest {
+            destination: tag,
+            seqno,
+            hops_left,
+        };
+        match self.requests_out.iter_mut().find(|(n, _)| *n == neighbor) {
+            Some((_, requests)) => requests.push(request),
+            None => self.requests_out.push((neighbor, vec![request])),
+        }
     }
 
     /// Since when a seqno request that would make a route to `slot` feasible again
@@ -1480,14 +1490,12 @@ impl Routing {
         self.urgent = true;
     }
 
-    fn handle_request(
-        &mut self,
-        now: Millis,
-        from: Slot,
-        destination: Tag,
-        seqno: u32,
-        hops_left: u8,
-    ) {
+    fn handle_request(&mut self, now: Millis, from: Slot, request: SeqnoRequest) {
+        let SeqnoRequest {
+            destination,
+            seqno,
+            hops_left,
+        } = request;
         // Our own tag: the asker learned it from our adverts.
         let slot = destination as Slot;
         if slot as usize >= self.dests.len() {

@@ -20,6 +20,15 @@ fn tag_of(r: &Routing, n: usize) -> Tag {
     r.slot_of(&id(n)).expect("a known node")
 }
 
+/// A message with one seqno request.
+fn request(destination: Tag, seqno: u32, hops_left: u8) -> RoutingMessage {
+    RoutingMessage::SeqnoRequests(vec![SeqnoRequest {
+        destination,
+        seqno,
+        hops_left,
+    }])
+}
+
 fn update(serial: u32, adverts: &[(usize, u16)]) -> RoutingMessage {
     RoutingMessage::Update {
         serial,
@@ -895,18 +904,10 @@ fn a_newer_seqno_alone_is_told_only_back_along_a_requests_path() {
     r.handle_timeout(now);
     assert_eq!(for_neighbor(&mut r, id(3)), vec![]);
     // 3 is starved and asks for seqno 2: r passes the request on toward 9 ...
-    r.handle_message(
-        now,
-        id(3),
-        RoutingMessage::SeqnoRequest {
-            destination: tag_of(&r, 9),
-            seqno: 2,
-            hops_left: 5,
-        },
-    );
+    r.handle_message(now, id(3), request(tag_of(&r, 9), 2, 5));
     let passed_on: Vec<Output> = std::iter::from_fn(|| r.poll_output()).collect();
     assert!(
-        passed_on.iter().any(|o| matches!(o, Output::Send(to, RoutingMessage::SeqnoRequest { seqno: 2, .. }) if *to == id(2))),
+        passed_on.iter().any(|o| matches!(o, Output::Send(to, RoutingMessage::SeqnoRequests(r)) if *to == id(2) && r[0].seqno == 2)),
         "{passed_on:?}"
     );
     // ... and the answer goes out at once.
@@ -937,11 +938,11 @@ fn an_unanswered_seqno_request_is_resent_until_given_up() {
     let requests = |r: &mut Routing| {
         std::iter::from_fn(|| r.poll_output())
             .filter(|o| match o {
-                Output::Send(to, RoutingMessage::SeqnoRequest { .. }) => {
+                Output::Send(to, RoutingMessage::SeqnoRequests(_)) => {
                     assert_eq!(*to, id(2), "asked a neighbor without a route");
                     true
                 }
-                Output::Broadcast(RoutingMessage::SeqnoRequest { .. }) => {
+                Output::Broadcast(RoutingMessage::SeqnoRequests(_)) => {
                     panic!("asked every neighbor")
                 }
                 _ => false,
@@ -967,15 +968,7 @@ fn an_unanswered_seqno_request_is_resent_until_given_up() {
 
 /// A seqno request for 9 from `asker`, with five hops left.
 fn request_9_from(r: &mut Routing, now: Millis, asker: usize) {
-    r.handle_message(
-        now,
-        id(asker),
-        RoutingMessage::SeqnoRequest {
-            destination: tag_of(r, 9),
-            seqno: 1,
-            hops_left: 5,
-        },
-    );
+    r.handle_message(now, id(asker), request(tag_of(r, 9), 1, 5));
 }
 
 #[test]
@@ -991,18 +984,11 @@ fn a_request_heard_from_several_neighbors_is_passed_on_once() {
         request_9_from(&mut r, now, asker);
     }
     let passed_on: Vec<Output> = std::iter::from_fn(|| r.poll_output())
-        .filter(|o| matches!(o, Output::Send(_, RoutingMessage::SeqnoRequest { .. })))
+        .filter(|o| matches!(o, Output::Send(_, RoutingMessage::SeqnoRequests(_))))
         .collect();
     assert_eq!(
         passed_on,
-        vec![Output::Send(
-            id(2),
-            RoutingMessage::SeqnoRequest {
-                destination: their_tag(9),
-                seqno: 1,
-                hops_left: 4,
-            }
-        )]
+        vec![Output::Send(id(2), request(their_tag(9), 1, 4))]
     );
 }
 
@@ -1137,15 +1123,7 @@ fn a_route_found_unasked_goes_with_the_batch_and_an_answer_to_the_asker_at_once(
     now = now.plus(config.triggered_delay_ms);
     let retracted = vec![(0, INFINITY)];
     assert_eq!(told_9_by(&mut r, now), [retracted.clone(), retracted]);
-    r.handle_message(
-        now,
-        id(3),
-        RoutingMessage::SeqnoRequest {
-            destination: tag_of(&r, 9),
-            seqno: 1,
-            hops_left: 5,
-        },
-    );
+    r.handle_message(now, id(3), request(tag_of(&r, 9), 1, 5));
     // The answer goes to 3 at once, and to 4 with the batch.
     r.handle_message(now, id(2), update_9(3, 1, 100));
     assert_eq!(
@@ -1219,8 +1197,8 @@ fn requests_for_9(r: &mut Routing, mut now: Millis, until: Millis) -> Vec<NodeId
     loop {
         asked.extend(
             std::iter::from_fn(|| r.poll_output()).filter_map(|o| match o {
-                Output::Send(to, RoutingMessage::SeqnoRequest { destination, .. })
-                    if destination == their_tag(9) =>
+                Output::Send(to, RoutingMessage::SeqnoRequests(requests))
+                    if requests.iter().any(|r| r.destination == their_tag(9)) =>
                 {
                     Some(to)
                 }
@@ -1357,21 +1335,42 @@ fn a_next_hop_lost_after_its_suspicion_holds_the_retraction_from_the_request() {
 }
 
 #[test]
+fn requests_made_together_go_to_a_neighbor_in_one_message() {
+    let now = Millis(0);
+    let mut r = Routing::new(id(1), RoutingConfig::default(), now);
+    for n in 2..=3 {
+        r.set_link(now, id(n), 100);
+    }
+    // 2 is the next hop toward 8 and 9; 3's routes to them are longer, unfeasible.
+    r.handle_message(now, id(2), update(1, &[(8, 100), (9, 100)]));
+    r.handle_message(now, id(3), update(1, &[(8, 400), (9, 400)]));
+    let _ = std::iter::from_fn(|| r.poll_output()).count();
+    r.suspect_link(now, id(2), true);
+    let sent: Vec<Output> = std::iter::from_fn(|| r.poll_output())
+        .filter(|o| matches!(o, Output::Send(_, RoutingMessage::SeqnoRequests(_))))
+        .collect();
+    let request = |n| SeqnoRequest {
+        destination: their_tag(n),
+        seqno: 1,
+        hops_left: RoutingConfig::default().request_hop_limit,
+    };
+    assert_eq!(
+        sent,
+        vec![Output::Send(
+            id(3),
+            RoutingMessage::SeqnoRequests(vec![request(8), request(9)])
+        )]
+    );
+}
+
+#[test]
 fn a_request_also_goes_around_a_suspected_next_hop() {
     let now = Millis(0);
     let mut r = suspecting_its_next_hop(now);
     let _ = std::iter::from_fn(|| r.poll_output()).count();
     // 4 asks for a newer seqno than r's own request: r passes it on around 2, and to
     // 2 as well, in case the suspicion is wrong.
-    r.handle_message(
-        now,
-        id(4),
-        RoutingMessage::SeqnoRequest {
-            destination: tag_of(&r, 9),
-            seqno: 2,
-            hops_left: 5,
-        },
-    );
+    r.handle_message(now, id(4), request(tag_of(&r, 9), 2, 5));
     assert_eq!(requests_for_9(&mut r, now, now), vec![id(2), id(3)]);
 }
 
