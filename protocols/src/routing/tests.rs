@@ -1239,6 +1239,19 @@ fn a_retraction_from_the_next_hop_is_asked_about_only_if_still_unanswered_later(
 }
 
 #[test]
+fn a_retraction_from_the_next_hop_is_asked_about_at_once_for_a_neighbor_that_waits() {
+    // 4 asked r, and r passed the request on to its next hop 2: it died there when 2
+    // retracted, so r asks 3 at once for 4.
+    let now = Millis(0);
+    let mut r = holding_router(now);
+    request_9_from(&mut r, now, 4);
+    assert_eq!(requests_for_9(&mut r, now, now), vec![id(2)]);
+    r.handle_message(now, id(2), update(2, &[(9, INFINITY)]));
+    assert_eq!(r.next_hop(&id(9)), None);
+    assert_eq!(requests_for_9(&mut r, now, now), vec![id(3)]);
+}
+
+#[test]
 fn a_request_goes_on_along_an_unfeasible_route_when_ours_cannot_carry_it() {
     let config = RoutingConfig::default();
     let now = Millis(0);
