@@ -452,6 +452,45 @@ fn tags_from_a_neighbors_earlier_run_are_not_read_in_its_new_one() {
 }
 
 #[test]
+fn a_metric_drift_is_told_with_the_refresh_only_beyond_half_a_significant_change() {
+    let config = RoutingConfig::default();
+    let mut now = Millis(0);
+    let mut r = Routing::new(id(1), config.clone(), now);
+    r.set_link(now, id(2), 100);
+    r.set_link(now, id(3), 100);
+    r.handle_message(now, id(2), update(1, &[(9, 100)]));
+    now = now.plus(config.triggered_delay_ms);
+    r.handle_timeout(now);
+    let told_9 = |r: &mut Routing| -> Vec<u16> {
+        let tag = tag_of(r, 9);
+        adverts_for(r, id(3))
+            .into_iter()
+            .filter(|a| a.destination.tag == tag)
+            .map(|a| a.metric)
+            .collect()
+    };
+    assert_eq!(told_9(&mut r), vec![200]);
+    // 10% longer: less than half of a significant change, so not even the refresh
+    // tells it.
+    r.set_link(now, id(2), 120);
+    now = now.plus(config.update_interval_ms);
+    r.handle_timeout(now);
+    assert_eq!(told_9(&mut r), vec![]);
+    // 15% longer than told: the refresh does.
+    r.set_link(now, id(2), 130);
+    now = now.plus(config.triggered_delay_ms);
+    r.handle_timeout(now);
+    assert_eq!(
+        told_9(&mut r),
+        vec![],
+        "not significant enough for an update"
+    );
+    now = now.plus(config.update_interval_ms);
+    r.handle_timeout(now);
+    assert_eq!(told_9(&mut r), vec![230]);
+}
+
+#[test]
 fn a_late_copy_of_an_older_update_does_not_overwrite_a_newer_one() {
     let now = Millis(0);
     let mut r = Routing::new(id(1), RoutingConfig::default(), now);
