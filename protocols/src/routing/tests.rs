@@ -20,6 +20,15 @@ fn tag_of(r: &Routing, n: usize) -> Tag {
     r.slot_of(&id(n)).expect("a known node")
 }
 
+/// Router 1, linked to 2 and 3, routing to 9 through 2 (which advertises it at 100).
+fn routing_9_through_2(now: Millis) -> Routing {
+    let mut r = Routing::new(id(1), RoutingConfig::default(), now);
+    r.set_link(now, id(2), 100);
+    r.set_link(now, id(3), 100);
+    r.handle_message(now, id(2), update(1, &[(9, 100)]));
+    r
+}
+
 /// A message with one seqno request.
 fn request(destination: Tag, seqno: u32, hops_left: u8) -> RoutingMessage {
     RoutingMessage::SeqnoRequests(vec![SeqnoRequest {
@@ -412,10 +421,8 @@ fn a_tag_whose_naming_was_lost_is_asked_for_by_name() {
 #[test]
 fn tags_from_a_neighbors_earlier_run_are_not_read_in_its_new_one() {
     let now = Millis(0);
-    let mut r = Routing::new(id(1), RoutingConfig::default(), now);
-    r.set_link(now, id(2), 100);
     // 2 names 9 in full, under its tag for it, in its run 0.
-    r.handle_message(now, id(2), update(1, &[(9, 100)]));
+    let mut r = routing_9_through_2(now);
     let _ = std::iter::from_fn(|| r.poll_output()).count();
     let by_tag = |serial, incarnation, metric| RoutingMessage::Update {
         serial,
@@ -455,10 +462,7 @@ fn tags_from_a_neighbors_earlier_run_are_not_read_in_its_new_one() {
 fn a_metric_drift_is_told_with_the_refresh_only_beyond_half_a_significant_change() {
     let config = RoutingConfig::default();
     let mut now = Millis(0);
-    let mut r = Routing::new(id(1), config.clone(), now);
-    r.set_link(now, id(2), 100);
-    r.set_link(now, id(3), 100);
-    r.handle_message(now, id(2), update(1, &[(9, 100)]));
+    let mut r = routing_9_through_2(now);
     now = now.plus(config.triggered_delay_ms);
     r.handle_timeout(now);
     let told_9 = |r: &mut Routing| -> Vec<u16> {
@@ -536,10 +540,7 @@ fn an_unknown_short_id_asks_for_its_bucket_in_full() {
 #[test]
 fn changes_name_known_destinations_by_tag() {
     let now = Millis(0);
-    let mut r = Routing::new(id(1), RoutingConfig::default(), now);
-    r.set_link(now, id(2), 100);
-    r.set_link(now, id(3), 100);
-    r.handle_message(now, id(2), update(1, &[(9, 100)]));
+    let mut r = routing_9_through_2(now);
     let later = now.plus(1000);
     r.handle_timeout(later);
     let first = adverts_for(&mut r, id(2));
@@ -929,10 +930,7 @@ fn a_table_in_full_replaces_what_a_restarted_neighbor_said_under_older_serials()
 fn a_newer_seqno_alone_is_told_only_back_along_a_requests_path() {
     let config = RoutingConfig::default();
     let mut now = Millis(0);
-    let mut r = Routing::new(id(1), config.clone(), now);
-    r.set_link(now, id(2), 100);
-    r.set_link(now, id(3), 100);
-    r.handle_message(now, id(2), update_9(1, 0, 100));
+    let mut r = routing_9_through_2(now);
     now = now.plus(config.triggered_delay_ms);
     r.handle_timeout(now);
     let _ = for_neighbor(&mut r, id(3));
@@ -966,11 +964,8 @@ fn a_newer_seqno_alone_is_told_only_back_along_a_requests_path() {
 fn an_unanswered_seqno_request_is_resent_until_given_up() {
     let config = RoutingConfig::default();
     let mut now = Millis(0);
-    let mut r = Routing::new(id(1), config.clone(), now);
-    r.set_link(now, id(2), 100);
     // 3 has no route to 9: asking it would be wasted.
-    r.set_link(now, id(3), 100);
-    r.handle_message(now, id(2), update(1, &[(9, 100)]));
+    let mut r = routing_9_through_2(now);
     // 2's route got longer than anything r can take without a newer seqno.
     r.handle_message(now, id(2), update(2, &[(9, 500)]));
     assert_eq!(r.next_hop(&id(9)), None);
