@@ -241,6 +241,9 @@ struct Dest {
     last_request: Option<Millis>,
     /// The neighbor our last seqno request went to (the nearest advertiser then).
     asked: Option<Slot>,
+    /// The neighbor the last request we sent or passed on went to first: a copy of it
+    /// that would go the same way is not passed on again (see `handle_request`).
+    ahead: Option<Slot>,
     /// A seqno request we sent or passed on toward this destination, and when: the
     /// route that satisfies it is announced at once, so the answer travels back along
     /// the request's path (RFC 8966 §3.8.1.2).
@@ -268,6 +271,7 @@ impl Dest {
             named: false,
             last_request: None,
             asked: None,
+            ahead: None,
             awaiting: None,
             retract_at: None,
             dirty: false,
@@ -1443,6 +1447,7 @@ impl Routing {
             return;
         };
         self.dests[slot as usize].asked = Some(via);
+        self.dests[slot as usize].ahead = Some(via);
         let hops_left = self.config.request_hop_limit;
         // A resend goes to every neighbor that still advertises a route: the first may
         // have died at a hop whose own route leads back to us. A neighbor that has
@@ -1567,15 +1572,20 @@ impl Routing {
         let dest = &mut self.dests[slot as usize];
         // The same request reaches us from several neighbors, and each passed
         // on copy is passed on again: one copy per request interval goes ahead,
-        // and the answer goes to every asker (see `answer_waiters`).
+        // and the answer goes to every asker (see `answer_waiters`). Unless this one
+        // would go another way: the copy ahead went around our route (it came from
+        // our next hop), and an answer from around it is one we may never select (a
+        // suspected neighbor's), while our next hop may hold the newer seqno already
+        // and only not have told it.
         let passed_on = dest.awaiting.is_some_and(|(wanted, at)| {
             wanted >= seqno && now.since(at) < self.config.request_interval_ms
-        });
+        }) && dest.ahead == paths[0];
         if passed_on {
             return;
         }
         let wanted = dest.awaiting.map_or(seqno, |(w, _)| w.max(seqno));
         dest.awaiting = Some((wanted, now));
+        dest.ahead = paths[0];
         for via in paths.into_iter().flatten() {
             if let Some(tag) = self.dests[slot as usize].heard_from(via).map(|h| h.tag) {
                 self.send_request(via, tag, seqno, hops_left - 1);
