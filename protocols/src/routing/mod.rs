@@ -241,8 +241,8 @@ struct Dest {
     last_request: Option<Millis>,
     /// The neighbor our last seqno request went to (the nearest advertiser then).
     asked: Option<Slot>,
-    /// The neighbor the last request we sent or passed on went to first: a copy of it
-    /// that would go the same way is not passed on again (see `handle_request`).
+    /// The neighbor the last request we sent or passed on went to first (see
+    /// `handle_request`).
     ahead: Option<Slot>,
     /// A seqno request we sent or passed on toward this destination, and when: the
     /// route that satisfies it is announced at once, so the answer travels back along
@@ -1569,17 +1569,19 @@ impl Routing {
         if paths[0].is_none() {
             return;
         }
+        let ahead = self.dests[slot as usize].ahead;
+        let ahead_suspected = ahead.is_some_and(|n| self.dests[n as usize].suspected);
         let dest = &mut self.dests[slot as usize];
         // The same request reaches us from several neighbors, and each passed
         // on copy is passed on again: one copy per request interval goes ahead,
-        // and the answer goes to every asker (see `answer_waiters`). Unless this one
-        // would go another way: the copy ahead went around our route (it came from
-        // our next hop), and an answer from around it is one we may never select (a
-        // suspected neighbor's), while our next hop may hold the newer seqno already
-        // and only not have told it.
+        // and the answer goes to every asker (see `answer_waiters`). Unless the copy
+        // ahead went to a suspected neighbor and this one would go another way: we
+        // select a suspected neighbor's route only when nothing else is feasible, so
+        // its answer may never reach the askers, while our next hop may hold the
+        // newer seqno already and only not have told it.
         let passed_on = dest.awaiting.is_some_and(|(wanted, at)| {
             wanted >= seqno && now.since(at) < self.config.request_interval_ms
-        }) && dest.ahead == paths[0];
+        }) && (ahead == paths[0] || !ahead_suspected);
         if passed_on {
             return;
         }
