@@ -208,6 +208,13 @@ struct Waiter {
     since: Millis,
 }
 
+impl Waiter {
+    /// Still waiting: asked within the time a request's answer is awaited.
+    fn open(&self, now: Millis) -> bool {
+        now.since(self.since) < AWAIT_ANSWER_MS
+    }
+}
+
 /// Everything known about one destination (which may also be a neighbor).
 #[derive(Debug)]
 struct Dest {
@@ -1311,7 +1318,7 @@ impl Routing {
     fn is_waited_on(&self, now: Millis, slot: Slot) -> bool {
         self.waiters
             .get(&slot)
-            .is_some_and(|waiters| waiters.iter().any(|w| now.since(w.since) < AWAIT_ANSWER_MS))
+            .is_some_and(|waiters| waiters.iter().any(|w| w.open(now)))
     }
 
     /// The linked neighbor other than `except` whose advertised route to `slot` is the
@@ -1607,7 +1614,7 @@ impl Routing {
             if satisfied {
                 answered.push(w.asker);
             }
-            !satisfied && now.since(w.since) < AWAIT_ANSWER_MS
+            !satisfied && w.open(now)
         });
         if waiters.is_empty() {
             self.waiters.remove(&slot);
@@ -1772,7 +1779,7 @@ impl Routing {
         self.triggered_at = None;
         self.urgent = false;
         self.waiters.retain(|_, waiters| {
-            waiters.retain(|w| now.since(w.since) < AWAIT_ANSWER_MS);
+            waiters.retain(|w| w.open(now));
             !waiters.is_empty()
         });
         let adverts = self.take_dirty();
