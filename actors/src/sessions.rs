@@ -137,6 +137,11 @@ const ACK_TIMEOUT_MS: u64 = 300;
 struct Established {
     initiator: bool,
     since: Millis,
+    /// As responder: the Init this session answered. The initiator resends it when its
+    /// acknowledgment is lost, also after the session is up; that copy must not start a
+    /// second handshake, whose pending state the initiator's resent Finish would then
+    /// fail as a bad signature.
+    init: Option<Vec<u8>>,
 }
 
 /// A peer's frames that do not open are ignored this long after its session came up:
@@ -324,6 +329,15 @@ impl SessionState {
             Ok(HandshakeMessage::Init(_))
         );
         if is_init {
+            // The Init of the session we hold, resent: the initiator finished with it.
+            if self
+                .sessions
+                .get(&peer)
+                .and_then(|s| s.init.as_ref())
+                .is_some_and(|init| *init == envelope.payload)
+            {
+                return;
+            }
             // The same Init again: our answer was lost or slow; give the same answer.
             if let Some((init, answer)) = self.pending.get(&peer).and_then(|p| p.answered.as_ref())
                 && *init == envelope.payload
@@ -377,13 +391,18 @@ impl SessionState {
                     self.send(peer, reply, confirm);
                 }
                 if let Some(session) = step.session {
-                    self.pending.remove(&peer);
+                    let init = self
+                        .pending
+                        .remove(&peer)
+                        .and_then(|p| p.answered)
+                        .map(|(init, _)| init);
                     self.args.link_sessions.install(peer, session, !initiator);
                     self.sessions.insert(
                         peer,
                         Established {
                             initiator,
                             since: now,
+                            init,
                         },
                     );
                     metrics::counter!("x0_sessions_established_total").increment(1);
@@ -437,5 +456,99 @@ impl SessionState {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::expect_used, clippy::unwrap_used)] // a failed expectation is the test failing
+
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use futures::FutureExt;
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::port::{PortError, Topic};
+
+    /// Records handshake messages and acknowledges each at once.
+    #[derive(Default)]
+    struct Outbox {
+        requests: Mutex<Vec<Envelope>>,
+    }
+
+    impl NetworkPort for Outbox {
+        fn send(&self, _: NodeId, _: &Envelope) {}
+
+        fn broadcast(&self, _: &Topic, _: &Envelope) {}
+
+        fn request(
+            &self,
+            _: NodeId,
+            envelope: &Envelope,
+            _: Duration,
+        ) -> BoxFuture<'static, Result<Envelope, PortError>> {
+            self.requests.lock().unwrap().push(envelope.clone());
+            futures::future::ready(Ok(envelope.clone())).boxed()
+        }
+    }
+
+    fn side(identity: u8, rng: u8) -> (SessionState, Arc<Outbox>) {
+        let outbox = Arc::new(Outbox::default());
+        let clock = NodeClock::start();
+        let state = SessionState {
+            rng: ChaCha20Rng::from_seed([rng; 32]),
+            args: SessionArgs {
+                identity: Arc::new(Identity::from_seed([identity; 32])),
+                port: outbox.clone(),
+                clock,
+                admission: Admission::Open,
+                rng_seed: [rng; 32],
+                link_sessions: Arc::new(LinkSessions::new(clock)),
+            },
+            links: BTreeSet::new(),
+            pending: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            timer: Timer::default(),
+        };
+        (state, outbox)
+    }
+
+    /// What `side` sent since the last call (its sends run as tasks).
+    async fn sent(outbox: &Outbox) -> Vec<Envelope> {
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        std::mem::take(&mut *outbox.requests.lock().unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_init_resent_after_the_session_is_up_starts_no_second_handshake() {
+        let now = Millis(0);
+        let (mut initiator, to_responder) = side(1, 1);
+        let (mut responder, to_initiator) = side(2, 2);
+        initiator.start(now, responder.me());
+        let [init] = <[Envelope; 1]>::try_from(sent(&to_responder).await).unwrap();
+        responder.take(now, init.clone());
+        let [response] = <[Envelope; 1]>::try_from(sent(&to_initiator).await).unwrap();
+        initiator.take(now, response);
+        let [finish] = <[Envelope; 1]>::try_from(sent(&to_responder).await).unwrap();
+        responder.take(now, finish.clone());
+        assert!(responder.sessions.contains_key(&initiator.me()));
+
+        // The initiator's acknowledgments were lost: it resends the Init, then the Finish.
+        responder.take(now, init);
+        assert!(sent(&to_initiator).await.is_empty(), "no second answer");
+        responder.take(now, finish);
+        assert!(responder.pending.is_empty());
+        assert!(responder.sessions.contains_key(&initiator.me()));
+
+        // A restarted initiator's new Init is answered.
+        let (mut restarted, to_responder) = side(1, 3);
+        restarted.start(now, responder.me());
+        let [new_init] = <[Envelope; 1]>::try_from(sent(&to_responder).await).unwrap();
+        responder.take(now, new_init);
+        assert_eq!(sent(&to_initiator).await.len(), 1);
     }
 }
