@@ -290,6 +290,20 @@ impl Dest {
     }
 }
 
+/// How an update names `dest` (our `slot`) the first time, to all `links` at once: by
+/// short id when each of them has named it to us, so can place it, and in full
+/// otherwise. A node that returns to the mesh learns every destination from its
+/// neighbors' tables and then advertises all of them anew; named in full, that was a
+/// 38 KB update to each neighbor, an eighth of the routing bytes at 1000 nodes under
+/// churn.
+fn first_naming(slot: Slot, dest: &Dest, links: &BTreeMap<NodeId, Slot>) -> Destination {
+    if links.values().all(|&n| dest.heard_from(n).is_some()) {
+        Destination::short(slot, dest.short)
+    } else {
+        Destination::full(slot, dest.id)
+    }
+}
+
 /// Hashes ids (already uniformly random bytes) cheaply and the same way in every run,
 /// so nothing about the table depends on a random hasher seed.
 #[derive(Default)]
@@ -1712,8 +1726,9 @@ impl Routing {
             } else if let Some(s) = dest.selected {
                 let destination = match dest.named {
                     true => tagged,
-                    false => Destination::full(slot, dest.id),
+                    false => first_naming(slot, dest, &self.links),
                 };
+                let dest = &mut self.dests[slot as usize];
                 dest.named = true;
                 dest.advertised = Some((s.seqno, s.metric));
                 Advert {

@@ -373,6 +373,24 @@ fn a_lost_update_about_a_known_destination_is_repaired_by_short_ids() {
 }
 
 #[test]
+fn a_destination_every_neighbor_named_is_first_named_by_short_id() {
+    let now = Millis(0);
+    let mut r = Routing::new(id(1), RoutingConfig::default(), now);
+    r.set_link(now, id(2), 100);
+    r.set_link(now, id(3), 100);
+    // Both neighbors name 9; only 2 names 8, which 3 may never have heard of.
+    r.handle_message(now, id(2), update(1, &[(9, 100), (8, 100)]));
+    r.handle_message(now, id(3), update(1, &[(9, 150)]));
+    r.handle_timeout(now.plus(RoutingConfig::default().triggered_delay_ms));
+    let names: Vec<(Tag, Name)> = adverts_for(&mut r, id(3))
+        .into_iter()
+        .map(|a| (a.destination.tag, a.destination.name))
+        .collect();
+    assert!(names.contains(&(tag_of(&r, 9), Name::Short(ShortId::of(&id(9))))));
+    assert!(names.contains(&(tag_of(&r, 8), Name::Full(id(8)))));
+}
+
+#[test]
 fn a_tag_whose_naming_was_lost_is_asked_for_by_name() {
     let config = RoutingConfig::default();
     let mut now = Millis(0);
