@@ -1729,7 +1729,6 @@ impl Routing {
                     true => tagged,
                     false => first_naming(slot, dest, &self.links),
                 };
-                let dest = &mut self.dests[slot as usize];
                 dest.named = true;
                 dest.advertised = Some((s.seqno, s.metric));
                 Advert {
